@@ -1,0 +1,1 @@
+"""Denoising Diffusion GANs in JAX/Flax."""

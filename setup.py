@@ -1,0 +1,31 @@
+"""Installs ddgan_jax: Denoising Diffusion GANs in JAX/Flax."""
+
+import setuptools
+
+setuptools.setup(
+    name='ddgan_jax',
+    version='0.1.0',
+    description='Denoising Diffusion GANs (Xiao, Kreis & Vahdat, ICLR 2022) in JAX/Flax.',
+    long_description=open('README.md', encoding='utf-8').read(),
+    long_description_content_type='text/markdown',
+    packages=setuptools.find_packages(include=['ddgan_jax', 'ddgan_jax.*']),
+    python_requires='>=3.11',
+    install_requires=[
+        'jax>=0.10.2',
+        'flax>=0.12.8',
+        'optax>=0.2.8',
+        'orbax-checkpoint>=0.12.8',
+        'tensorflow-cpu>=2.21.0',
+        'tensorflow-datasets>=4.9.10',
+        'tensorboard>=2.21.0',
+        'ml-collections>=1.1.0',
+        'clu>=0.0.12',
+        'pillow>=11.0',
+        'numpy>=2.0',
+        'scikit-learn>=1.5',
+    ],
+    extras_require={
+        'test': ['pytest>=8.0', 'pytest-xdist>=3.6'],
+        'torch': ['torch>=2.13.0'],
+    },
+)
