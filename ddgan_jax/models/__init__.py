@@ -1,1 +1,44 @@
-"""DDGAN networks (Flax Linen, NHWC) and the builders that pick them from a config."""
+"""DDGAN networks (Flax Linen, NHWC) and the builders that pick them from a config.
+
+Interfaces every network here follows:
+  generator:     G.apply(variables, x_tp1, t, z, train=False) -> x0 prediction, shaped like x_tp1.
+  discriminator: D.apply(variables, x_t, t, x_tp1) -> logits (B, 1).
+where x has shape (B, H, W, C) for images or (B, D) for the 2-D toy data, t is (B,) int32 in
+0..T-1 and z is (B, nz).
+"""
+
+import flax.linen as nn
+import jax.numpy as jnp
+import ml_collections
+
+
+def compute_dtype(config: ml_collections.ConfigDict) -> jnp.dtype:
+  """The dtype networks compute in, from ``config.training.dtype``."""
+  name = config.training.dtype
+  if name not in ('float32', 'bfloat16'):
+    raise ValueError(f"config.training.dtype must be 'float32' or 'bfloat16', got {name!r}.")
+  return jnp.dtype(name)
+
+
+def build_generator(config: ml_collections.ConfigDict) -> nn.Module:
+  """The generator named by ``config.model.generator`` ('ncsnpp' or 'mlp')."""
+  name = config.model.generator
+  if name == 'ncsnpp':
+    from ddgan_jax.models import ncsnpp  # pylint: disable=g-import-not-at-top
+    return ncsnpp.NCSNpp.from_config(config)
+  if name == 'mlp':
+    from ddgan_jax.models import mlp  # pylint: disable=g-import-not-at-top
+    return mlp.MLPGenerator.from_config(config)
+  raise ValueError(f"Unknown config.model.generator {name!r}: use 'ncsnpp' or 'mlp'.")
+
+
+def build_discriminator(config: ml_collections.ConfigDict) -> nn.Module:
+  """The discriminator named by ``config.model.discriminator`` ('small', 'large' or 'mlp')."""
+  name = config.model.discriminator
+  if name in ('small', 'large'):
+    from ddgan_jax.models import discriminator  # pylint: disable=g-import-not-at-top
+    return discriminator.from_config(config)
+  if name == 'mlp':
+    from ddgan_jax.models import mlp  # pylint: disable=g-import-not-at-top
+    return mlp.MLPDiscriminator.from_config(config)
+  raise ValueError(f"Unknown config.model.discriminator {name!r}: use 'small', 'large' or 'mlp'.")

@@ -1,0 +1,7 @@
+"""Test set-up: 8 simulated CPU devices for the sharding tests, and TensorFlow kept off accelerators."""
+
+import os
+
+os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
