@@ -42,3 +42,22 @@ def build_discriminator(config: ml_collections.ConfigDict) -> nn.Module:
     from ddgan_jax.models import mlp  # pylint: disable=g-import-not-at-top
     return mlp.MLPDiscriminator.from_config(config)
   raise ValueError(f"Unknown config.model.discriminator {name!r}: use 'small', 'large' or 'mlp'.")
+
+
+def check_image_size(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError unless the image networks can take ``config.model.image_size``.
+
+  NCSN++ halves the resolution len(ch_mult) - 1 times, the small discriminator 3 times and the
+  large one 6 times, so the size must be a multiple of the largest of those powers of two.
+  """
+  m = config.model
+  need = 1
+  if m.generator == 'ncsnpp':
+    need = max(need, 2 ** (len(m.ch_mult) - 1))
+  need = max(need, {'small': 8, 'large': 64}.get(m.discriminator, 1))
+  if m.image_size < need or m.image_size % need:
+    raise ValueError(
+        f'config.model.image_size={m.image_size} does not fit the networks: generator '
+        f'{m.generator!r} with ch_mult={tuple(m.ch_mult)} and discriminator {m.discriminator!r} '
+        f'need a positive multiple of {need}. Change config.model.image_size or the architecture.'
+    )
