@@ -101,6 +101,7 @@ def get_config() -> ml_collections.ConfigDict:
   sampling = config.sampling = ml_collections.ConfigDict()
   sampling.num_images = 64
   sampling.batch_size = 64
+  sampling.grid_images = 64  # EMA samples in the picture logged every training.sample_every steps.
 
   # Evaluation (--mode=eval).
   evaluation = config.eval = ml_collections.ConfigDict()

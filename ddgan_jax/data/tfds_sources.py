@@ -1,0 +1,225 @@
+"""TensorFlow Datasets sources: CIFAR-10, Stacked-MNIST, CelebA-HQ 256 and LSUN Church.
+
+CIFAR-10 and MNIST fit in memory and use the resumable ``indexed`` batching. CelebA-HQ and LSUN
+stream through a deterministic tf.data pipeline: each host reads its ``split_for_jax_process``
+part; epoch e is shuffled with a seed drawn from (config.seed, e) and cut to
+N // global_batch steps; a resume re-reads at most the current epoch's records, undecoded.
+TensorFlow is imported only here, with GPUs and TPUs hidden from it.
+"""
+
+from collections.abc import Iterator
+import os
+import socket
+
+from absl import logging
+import ml_collections
+import numpy as np
+
+from ddgan_jax.data import indexed
+from ddgan_jax.data import local
+
+_DOWNLOAD_HOSTS = {  # Where TFDS downloads each dataset from: (host, port).
+    'cifar10': ('www.cs.toronto.edu', 443),
+    'mnist': ('storage.googleapis.com', 443),
+    'lsun/church_outdoor': ('dl.yf.io', 80),
+}
+_CELEBA_HQ_TAR = 'data256x256.tar'
+_STACK_STREAM = 2
+_EPOCH_STREAM = 3
+_NETWORK_TIMEOUT_S = 5.0
+_LOAD_CHUNK = 4096
+
+
+def import_tf():
+  """Imports TensorFlow with GPUs and TPUs hidden, so it never takes accelerator memory."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  for kind in ('GPU', 'TPU'):
+    try:
+      tf.config.set_visible_devices([], kind)
+    except RuntimeError as e:
+      logging.warning('Could not hide %s devices from TensorFlow: %s', kind, e)
+  return tf
+
+
+def _data_root(config: ml_collections.ConfigDict) -> str:
+  return (
+      config.data.data_dir
+      or os.environ.get('TFDS_DATA_DIR')
+      or os.path.expanduser('~/tensorflow_datasets')
+  )
+
+
+def _instructions(name: str, root: str) -> str:
+  """Says how to make TFDS dataset ``name`` available under ``root``."""
+  build = f'tfds build {name} --data_dir={root}'
+  if name.startswith('celeb_a_hq'):
+    manual = os.path.join(root, 'downloads', 'manual')
+    return (
+        f'CelebA-HQ needs a manual download: make {_CELEBA_HQ_TAR} (CelebA-HQ at 256x256) with the '
+        'dataset tool of https://github.com/tkarras/progressive_growing_of_gans#preparing-datasets-'
+        f'for-training, put it in {manual}/, then run `{build} --manual_dir={manual}` '
+        '(or set config.data.download=True).'
+    )
+  extra = ''
+  if 'lsun' in name:
+    extra = ' (downloads a 2.3 GB LMDB zip; needs `pip install tensorflow-io` to read it)'
+  return (
+      f'Run `{build}`{extra} on a machine with network access, or copy a prepared '
+      f'{name.split("/")[0]}/ folder into {root}; then set config.data.data_dir (or '
+      '$TFDS_DATA_DIR) to that folder.'
+  )
+
+
+def _check_can_prepare(name: str, root: str) -> None:
+  """Fails at once where preparing would need files or a network that are not there."""
+  if name.startswith('celeb_a_hq'):
+    tar = os.path.join(root, 'downloads', 'manual', _CELEBA_HQ_TAR)
+    if not import_tf().io.gfile.exists(tar):
+      raise FileNotFoundError(f'{tar} not found. {_instructions(name, root)}')
+    return
+  host, port = _DOWNLOAD_HOSTS[name]
+  try:
+    socket.create_connection((host, port), timeout=_NETWORK_TIMEOUT_S).close()
+  except OSError as e:
+    raise ConnectionError(
+        f'TFDS dataset {name!r} is not prepared in {root} and {host} cannot be reached ({e}). '
+        f'{_instructions(name, root)}'
+    ) from e
+
+
+def prepared_builder(name: str, config: ml_collections.ConfigDict):
+  """Returns the TFDS builder of ``name``, prepared, or raises with instructions at once."""
+  import_tf()
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  root = _data_root(config)
+  builder = tfds.builder(name, data_dir=config.data.data_dir or None)
+  if builder.is_prepared():
+    return builder
+  if not config.data.download:
+    raise FileNotFoundError(
+        f'TFDS dataset {name!r} is not prepared under {root} and config.data.download is False. '
+        f'{_instructions(name, root)}'
+    )
+  _check_can_prepare(name, root)
+  try:
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(try_download_gcs=False)
+    )
+  except Exception as e:
+    raise RuntimeError(
+        f'Preparing TFDS dataset {name!r} failed: {e}. {_instructions(name, root)}'
+    ) from e
+  return builder
+
+
+def _load_train(name: str, config: ml_collections.ConfigDict) -> tuple[np.ndarray, np.ndarray]:
+  """Loads the whole train split of a small TFDS dataset: uint8 images (N, H, W, C), labels (N,)."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  ds = prepared_builder(name, config).as_dataset(split='train').batch(_LOAD_CHUNK)
+  chunks = list(tfds.as_numpy(ds))
+  images = np.concatenate([c['image'] for c in chunks])
+  return images, np.concatenate([c['label'] for c in chunks])
+
+
+def cifar10_source(config: ml_collections.ConfigDict) -> indexed.IndexedSource:
+  """The 50,000 CIFAR-10 training images with their class labels; flipped if configured."""
+  images, labels = _load_train('cifar10', config)
+  return local.array_source(images, labels, config, random_flip=config.data.random_flip)
+
+
+def stackmnist_source(config: ml_collections.ConfigDict) -> indexed.IndexedSource:
+  """Stacked-MNIST: 2 x 60,000 images of three MNIST digits as R, G, B, padded 28 -> 32, no flip.
+
+  Each channel's digits are two concatenated permutations of MNIST drawn from config.seed, so the
+  three are independent. The label is 100 * d_R + 10 * d_G + d_B, one of the 1,000 modes.
+  """
+  digits, digit_labels = _load_train('mnist', config)
+  digits = np.pad(digits[..., 0], ((0, 0), (2, 2), (2, 2)))
+  n = len(digits)
+  rng = np.random.default_rng([_STACK_STREAM, config.seed & 0xFFFFFFFF])
+  triples = np.stack(
+      [np.concatenate([rng.permutation(n), rng.permutation(n)]) for _ in range(3)], axis=1
+  )
+  limit = config.data.num_examples
+  triples = triples if limit < 0 else triples[:limit]
+  size = config.model.image_size
+
+  def load(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    t = triples[idx]
+    images = np.stack([digits[t[:, c]] for c in range(3)], axis=-1)
+    labels = (100 * digit_labels[t[:, 0]] + 10 * digit_labels[t[:, 1]] + digit_labels[t[:, 2]])
+    return local.resize_array(images, size), labels.astype(np.int32)
+
+  return indexed.IndexedSource(num_examples=len(triples), load=load, random_flip=False)
+
+
+def _num_train_examples(builder) -> int:
+  """Size of the train split; from the dataset itself where the info has no splits (mock data)."""
+  splits = builder.info.splits
+  if 'train' in splits:
+    return splits['train'].num_examples
+  return int(builder.as_dataset(split='train').cardinality())
+
+
+def streaming_batches(
+    name: str, config: ml_collections.ConfigDict, shard: indexed.Shard
+) -> tuple[Iterator[indexed.Batch], int]:
+  """Streams a large TFDS image dataset; returns (iterator of batches, num_examples).
+
+  Images are decoded only after the skip of a resume, resized on the shorter side to
+  config.model.image_size, centre-cropped, and flipped from (config.seed, global position).
+  """
+  tf = import_tf()
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  builder = prepared_builder(name, config)
+  total = _num_train_examples(builder)
+  n = total if config.data.num_examples < 0 else min(total, config.data.num_examples)
+  indexed.check_enough_examples(n, shard.global_batch)
+  split = tfds.split_for_jax_process(
+      'train' if n == total else f'train[:{n}]', process_index=shard.process_index,
+      process_count=shard.process_count, drop_remainder=True,
+  )
+  b, size = shard.batch_size, config.model.image_size
+  steps_per_epoch = n // shard.global_batch
+
+  def preprocess(position, example, epoch_seed, first_step):
+    image = tf.io.decode_image(example['image'], channels=3, expand_animations=False)
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    new_hw = tf.cast(tf.math.ceil(shape * (size / tf.reduce_min(shape))), tf.int32)
+    image = tf.image.resize(image, tf.maximum(new_hw, size), method='bicubic', antialias=True)
+    image = tf.image.resize_with_crop_or_pad(image, size, size)
+    image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+    if config.data.random_flip:
+      step = first_step + position // b
+      spot = step * shard.global_batch + shard.process_index * b + position % b
+      coin = tf.random.stateless_uniform([], seed=tf.stack([epoch_seed, spot]))
+      image = tf.cond(coin < 0.5, lambda: image[:, ::-1], lambda: image)
+    return image
+
+  def epoch_batches(epoch: int, skip_steps: int):
+    rng = np.random.default_rng([_EPOCH_STREAM, epoch, config.seed & 0xFFFFFFFF])
+    seed = int(rng.integers(2**31))
+    ds = builder.as_dataset(
+        split=split, shuffle_files=True, decoders={'image': tfds.decode.SkipDecoding()},
+        read_config=tfds.ReadConfig(shuffle_seed=seed),
+    )
+    ds = ds.shuffle(config.data.shuffle_buffer, seed=seed).take(steps_per_epoch * b).enumerate()
+    ds = ds.skip(skip_steps * b).map(
+        lambda i, ex: preprocess(i, ex, tf.constant(seed, tf.int64), epoch * steps_per_epoch),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    return tfds.as_numpy(ds.batch(b, drop_remainder=True).prefetch(max(config.data.prefetch, 1)))
+
+  def batches():
+    epoch, skip = divmod(shard.start_step, steps_per_epoch)
+    while True:
+      for images in epoch_batches(epoch, skip):
+        images = indexed.to_channels(images, config.model.num_channels)
+        yield {'image': indexed.to_model_range(images), 'label': np.zeros(b, np.int32)}
+      epoch, skip = epoch + 1, 0
+
+  return batches(), n
