@@ -5,14 +5,16 @@ Library use (no torch needed when the state dict holds numpy arrays):
     variables = generator_params_from_torch(state_dict, config)
     x0 = build_generator(config).apply(variables, x_tp1, t, z)
 
-Command line (needs the ``torch`` extra to read ``.pth`` files):
+Command line (``.pth`` files need the ``torch`` extra; ``.npz`` state dicts need nothing):
 
     python -m ddgan_jax.convert --config=configs/cifar10.py --checkpoint=netG_1200.pth \
         --workdir=/tmp/ddgan_cifar10_official
+    python -m ddgan_jax.main --config=configs/cifar10.py --workdir=/tmp/ddgan_cifar10_official \
+        --mode=sample
 
-writes the converted EMA generator into ``workdir`` as a training checkpoint (generator and its
-EMA set to the official weights, a freshly initialised discriminator, step 0), which
-``python -m ddgan_jax.main --mode=sample`` restores.
+The first writes the converted EMA generator into a new ``workdir`` as a step-0 training
+checkpoint (generator and EMA set to the official weights, a freshly initialised discriminator);
+the second restores it and samples.
 
 Layouts: PyTorch Linear weights are (out, in) and become Flax kernels (in, out); convolution
 weights (O, I, kh, kw) become (kh, kw, I, O); GroupNorm ``weight`` becomes ``scale``; the ``NIN``
@@ -24,13 +26,19 @@ from collections.abc import Mapping
 import re
 from typing import Any
 
+from absl import app
+from absl import flags
+from absl import logging
+from etils import epath
 import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from ddgan_jax import checkpoints
 from ddgan_jax import models
+from ddgan_jax import train_state as train_state_lib
 
 _MODULE_PREFIX = 'module.'
 
@@ -178,3 +186,84 @@ def discriminator_params_from_torch(
   x, t, _, rng = _templates(config)
   template = jax.eval_shape(models.build_discriminator(config).init, rng, x, t, x)
   return _convert(state_dict, template, _discriminator_prefix, 'discriminator')
+
+
+def load_state_dict(path: str) -> dict[str, Any]:
+  """Reads an official checkpoint: a ``.pth`` (needs torch) or an ``.npz`` of named arrays."""
+  file = epath.Path(path)
+  if not file.exists():
+    raise FileNotFoundError(f'No checkpoint file at {path}.')
+  if file.suffix == '.npz':
+    with file.open('rb') as f:
+      data = np.load(f)
+      return {k: data[k] for k in data.files}
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise ImportError(
+        f'Reading {path} needs PyTorch: pip install "ddgan_jax[torch]" (or convert it to an .npz '
+        'of named arrays elsewhere).'
+    ) from None
+  with file.open('rb') as f:
+    state = torch.load(f, map_location='cpu', weights_only=True)
+  if not isinstance(state, Mapping):
+    raise ValueError(f'{path} holds a {type(state).__name__}, not a state dict.')
+  if 'netG_dict' in state:
+    raise ValueError(
+        f'{path} is a resumable content.pth; pass the EMA generator netG_<epoch>.pth instead.')
+  return dict(state)
+
+
+def write_generator_checkpoint(
+    state_dict: Mapping[str, Any], config: ml_collections.ConfigDict, workdir: str
+) -> epath.Path:
+  """Saves converted official generator weights as a step-0 training checkpoint of ``workdir``.
+
+  Args:
+    state_dict: the official EMA generator state dict.
+    config: the config describing the same generator.
+    workdir: a workdir without checkpoints (existing ones are never overwritten).
+
+  Returns:
+    The checkpoint directory.
+  """
+  ckpt = checkpoints.Checkpointer(workdir, config.checkpoint.max_to_keep)
+  try:
+    if ckpt.latest_step() is not None:
+      raise FileExistsError(
+          f'{ckpt.directory} already holds checkpoints (newest step {ckpt.latest_step()}); '
+          'convert into a new --workdir so that nothing is overwritten.')
+    variables = generator_params_from_torch(state_dict, config)
+    state = jax.jit(lambda rng: train_state_lib.create_train_state(
+        rng, config, models.build_generator(config), models.build_discriminator(config), 1))(
+            jax.random.PRNGKey(config.seed))
+    params = variables['params']
+    state = state.replace(
+        g_params=params,
+        ema_params=jax.tree.map(jnp.copy, params),
+        g_constants=variables.get('constants', state.g_constants),
+    )
+    ckpt.save(state)
+    ckpt.wait_until_finished()
+  finally:
+    ckpt.close()
+  return ckpt.directory
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  args = flags.FLAGS
+  directory = write_generator_checkpoint(load_state_dict(args.checkpoint), args.config,
+                                         args.workdir)
+  logging.info('Wrote the converted generator to %s; sample with: python -m ddgan_jax.main '
+               '--config=... --workdir=%s --mode=sample', directory, args.workdir)
+
+
+if __name__ == '__main__':
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  config_flags.DEFINE_config_file('config', None, 'Config describing the official network.')
+  flags.DEFINE_string('checkpoint', None, 'Official netG_<epoch>.pth (or an .npz state dict).')
+  flags.DEFINE_string('workdir', None, 'New workdir to write the converted checkpoint into.')
+  flags.mark_flags_as_required(['config', 'checkpoint', 'workdir'])
+  app.run(main)
