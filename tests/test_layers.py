@@ -67,11 +67,14 @@ def test_fir_keeps_constants_away_from_the_border():
   np.testing.assert_allclose(layers.upsample_2d(ones)[0, 2:-2, 2:-2, 0], 1.0, atol=1e-6)
 
 
-def test_upfirdn2d_with_an_asymmetric_kernel_flips_it():
-  k = np.arange(1.0, 5.0).reshape(2, 2)
-  x = np.random.default_rng(1).standard_normal((1, 5, 5, 2)).astype(np.float32)
-  ref = _np_upfirdn(x, k, up=1, down=1, pad=(1, 0))
-  np.testing.assert_allclose(layers.upfirdn2d(jnp.asarray(x), k, pad=(1, 0)), ref, atol=1e-5)
+@pytest.mark.parametrize('up, down, pad', [(1, 1, (1, 0)), (2, 1, (2, 1)), (3, 1, (1, 2)),
+                                           (1, 2, (1, 1)), (1, 3, (0, 2))])
+def test_upfirdn2d_with_an_asymmetric_kernel_flips_it(up, down, pad):
+  taps = np.array([1.0, 2.0, 4.0], np.float32)
+  x = np.random.default_rng(1).standard_normal((1, 6, 6, 2)).astype(np.float32)
+  ref = _np_upfirdn(x, np.outer(taps, taps), up=up, down=down, pad=pad)
+  out = layers.upfirdn2d(jnp.asarray(x), taps, up=up, down=down, pad=pad)
+  np.testing.assert_allclose(out, ref, atol=1e-4)
 
 
 def test_naive_resampling(x):
@@ -106,6 +109,11 @@ def test_fir_conv_up_is_transposed_conv_then_blur(x):
   ref = _np_upfirdn(t, K * 4, up=1, down=1, pad=(1, 1))
   np.testing.assert_allclose(module.apply(variables, jnp.asarray(x)), ref, atol=1e-4)
   assert ref.shape == (2, 16, 16, 4)
+
+
+def test_fir_kernel_must_be_1d():
+  with pytest.raises(ValueError, match='1-D'):
+    layers.fir_taps([[1, 2], [3, 4]])
 
 
 def test_fir_conv_needs_one_direction(x):

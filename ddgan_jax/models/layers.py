@@ -174,39 +174,60 @@ class NIN(nn.Module):
     return jnp.dot(x, w.astype(self.dtype)) + b.astype(self.dtype)
 
 
-# FIR resampling (StyleGAN2's upfirdn2d, specialised to the factor-2 cases DDGAN uses).
+# FIR resampling (StyleGAN2's upfirdn2d with separable kernels, as DDGAN uses them). Each axis is
+# filtered with strided slices and multiply-adds rather than a grouped convolution: the same
+# arithmetic, but XLA runs grouped and lhs-dilated convolutions (and their gradients) slowly.
 
 
-def fir_kernel_2d(kernel: Sequence[float], gain: float = 1.0) -> np.ndarray:
-  """outer(k, k) / sum * gain, as a float32 numpy array (kh, kw)."""
-  k = np.asarray(kernel, dtype=np.float32)
-  k = np.outer(k, k) if k.ndim == 1 else k
-  return (k / k.sum() * gain).astype(np.float32)
+def fir_taps(kernel: Sequence[float], gain: float = 1.0) -> np.ndarray:
+  """1-D taps whose outer product is the normalised 2-D kernel times ``gain``."""
+  k = np.asarray(kernel, dtype=np.float64)
+  if k.ndim != 1 or k.size < 1:
+    raise ValueError(f'The FIR kernel must be a 1-D list of taps, got {kernel!r}.')
+  return (k / k.sum() * np.sqrt(gain)).astype(np.float32)
+
+
+def _upfirdn_1d(x: jax.Array, taps: np.ndarray, axis: int, up: int, down: int,
+                pad: tuple[int, int]) -> jax.Array:
+  """upfirdn along one axis: zero insertion, zero padding, true convolution, subsampling."""
+  if up > 1:
+    zeros = jnp.zeros_like(x)
+    x = jnp.stack([x] + [zeros] * (up - 1), axis=axis + 1)
+    shape = list(x.shape)
+    shape[axis:axis + 2] = [shape[axis] * up]
+    x = x.reshape(shape)
+  widths = [(0, 0)] * x.ndim
+  widths[axis] = pad
+  x = jnp.pad(x, widths)
+  n_taps = len(taps)
+  out_len = (x.shape[axis] - n_taps) // down + 1
+  flipped = taps[::-1]
+  out = None
+  for u in range(n_taps):
+    term = jax.lax.slice_in_dim(x, u, u + (out_len - 1) * down + 1, down, axis) * float(flipped[u])
+    out = term if out is None else out + term
+  return out
 
 
 def upfirdn2d(
-    x: jax.Array, kernel: np.ndarray, *, up: int = 1, down: int = 1, pad: tuple[int, int] = (0, 0)
+    x: jax.Array, taps: np.ndarray, *, up: int = 1, down: int = 1, pad: tuple[int, int] = (0, 0)
 ) -> jax.Array:
-  """Upsample by zero insertion, pad, convolve with a FIR kernel, then keep every ``down``-th pixel.
+  """Upsample by zero insertion, pad, convolve with the separable kernel outer(taps, taps), then
+  keep every ``down``-th pixel, in both spatial dimensions.
 
   Args:
     x: (B, H, W, C) images.
-    kernel: (kh, kw) FIR kernel; it is flipped (true convolution), as upfirdn2d does.
+    taps: (k,) 1-D taps; the 2-D kernel is their outer product, flipped (true convolution).
     up: zero-insertion factor (each pixel is followed by up - 1 zeros).
     down: subsampling factor.
     pad: (before, after) zero padding of both spatial axes, after the zero insertion.
 
   Returns:
-    (B, H', W', C) with H' = (H * up + pad[0] + pad[1] - kh) // down + 1.
+    (B, H', W', C) with H' = (H * up + pad[0] + pad[1] - k) // down + 1.
   """
-  c = x.shape[-1]
-  k = jnp.asarray(kernel[::-1, ::-1].copy(), dtype=x.dtype)
-  w = jnp.tile(k[:, :, None, None], (1, 1, 1, c))
-  padding = ((pad[0], pad[1] + up - 1),) * 2
-  return jax.lax.conv_general_dilated(
-      x, w, window_strides=(down, down), padding=padding, lhs_dilation=(up, up),
-      dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=c,
-  )
+  for axis in (1, 2):
+    x = _upfirdn_1d(x, taps, axis, up, down, pad)
+  return x
 
 
 def upsample_2d(x: jax.Array, kernel: Sequence[float] = (1, 3, 3, 1)) -> jax.Array:
@@ -219,9 +240,9 @@ def upsample_2d(x: jax.Array, kernel: Sequence[float] = (1, 3, 3, 1)) -> jax.Arr
   Returns:
     (B, 2H, 2W, C).
   """
-  k = fir_kernel_2d(kernel, gain=4.0)
-  p = k.shape[0] - 2
-  return upfirdn2d(x, k, up=2, pad=((p + 1) // 2 + 1, p // 2))
+  taps = fir_taps(kernel, gain=4.0)
+  p = len(taps) - 2
+  return upfirdn2d(x, taps, up=2, pad=((p + 1) // 2 + 1, p // 2))
 
 
 def downsample_2d(x: jax.Array, kernel: Sequence[float] = (1, 3, 3, 1)) -> jax.Array:
@@ -234,9 +255,9 @@ def downsample_2d(x: jax.Array, kernel: Sequence[float] = (1, 3, 3, 1)) -> jax.A
   Returns:
     (B, H/2, W/2, C).
   """
-  k = fir_kernel_2d(kernel)
-  p = k.shape[0] - 2
-  return upfirdn2d(x, k, down=2, pad=((p + 1) // 2, p // 2))
+  taps = fir_taps(kernel)
+  p = len(taps) - 2
+  return upfirdn2d(x, taps, down=2, pad=((p + 1) // 2, p // 2))
 
 
 def naive_upsample_2d(x: jax.Array) -> jax.Array:
@@ -283,15 +304,15 @@ class FIRConv2d(nn.Module):
     x = x.astype(self.dtype)
     dn = ('NHWC', 'HWIO', 'NHWC')
     if self.down:
-      k = fir_kernel_2d(self.kernel)
-      p = k.shape[0] - 2 + 2
-      x = upfirdn2d(x, k, pad=((p + 1) // 2, p // 2))
+      taps = fir_taps(self.kernel)
+      p = len(taps) - 2 + 2
+      x = upfirdn2d(x, taps, pad=((p + 1) // 2, p // 2))
       y = jax.lax.conv_general_dilated(x, w, (2, 2), 'VALID', dimension_numbers=dn)
     else:
       y = jax.lax.conv_general_dilated(
           x, w, (1, 1), ((2, 2), (2, 2)), lhs_dilation=(2, 2), dimension_numbers=dn
       )
-      k = fir_kernel_2d(self.kernel, gain=4.0)
-      p = k.shape[0] - 2 - 2
-      y = upfirdn2d(y, k, pad=((p + 1) // 2 + 1, p // 2 + 1))
+      taps = fir_taps(self.kernel, gain=4.0)
+      p = len(taps) - 2 - 2
+      y = upfirdn2d(y, taps, pad=((p + 1) // 2 + 1, p // 2 + 1))
     return y + b
