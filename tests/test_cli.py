@@ -1,0 +1,60 @@
+"""The command line, through subprocesses: device-count and resume invariance, clear errors."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _run(args, devices=8, check=True):
+  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+  proc = subprocess.run([sys.executable, '-m', 'ddgan_jax.main', *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=600)
+  if check:
+    assert proc.returncode == 0, proc.stderr[-4000:]
+  return proc
+
+
+def _train_then_sample(workdir, devices, steps_per_run):
+  common = ['--config=tests/configs/tiny_digits.py', f'--workdir={workdir}', '--config.seed=3',
+            '--config.training.batch_size=8', '--config.checkpoint.every_steps=2',
+            '--config.training.sample_every=1000', '--config.sampling.num_images=12']
+  for num_steps in steps_per_run:
+    _run(common + [f'--config.training.num_steps={num_steps}'], devices)
+  _run(common + ['--mode=sample'], devices)
+  (npz,) = (workdir / 'samples').glob('*.npz')
+  assert (workdir / 'samples' / npz.name.replace('.npz', '.png')).is_file()
+  with np.load(npz) as f:
+    return f['images']
+
+
+@pytest.mark.slow
+def test_one_device_eight_devices_and_resume_sample_the_same_images(tmp_path):
+  one = _train_then_sample(tmp_path / 'one', 1, [4])
+  assert one.shape == (12, 8, 8, 1) and one.dtype == np.uint8
+  eight = _train_then_sample(tmp_path / 'eight', 8, [4])
+  resumed = _train_then_sample(tmp_path / 'resumed', 1, [2, 4])
+  for other in (eight, resumed):
+    assert np.abs(one.astype(int) - other.astype(int)).max() <= 1
+
+
+def test_eval_on_images_explains_missing_inception(tmp_path):
+  proc = _run(['--config=tests/configs/tiny_digits.py', f'--workdir={tmp_path}', '--mode=eval'],
+              devices=1, check=False)
+  assert proc.returncode != 0
+  assert 'Inception' in proc.stderr and 'toy2d' in proc.stderr
+
+
+def test_sample_without_checkpoint_and_bad_batch_fail_clearly(tmp_path):
+  proc = _run(['--config=tests/configs/tiny.py', f'--workdir={tmp_path}', '--mode=sample'],
+              devices=1, check=False)
+  assert proc.returncode != 0 and 'Train first' in proc.stderr
+  proc = _run(['--config=tests/configs/tiny.py', f'--workdir={tmp_path}',
+               '--config.training.batch_size=12'], devices=8, check=False)
+  assert proc.returncode != 0 and 'multiple of the device count (8)' in proc.stderr
+  assert not (tmp_path / 'checkpoints' / '0').exists()
