@@ -25,7 +25,7 @@ setuptools.setup(
         'scikit-learn>=1.5',
     ],
     extras_require={
-        'test': ['pytest>=8.0', 'pytest-xdist>=3.6'],
+        'test': ['pytest>=8.0'],
         'torch': ['torch>=2.13.0'],
     },
 )

@@ -29,17 +29,17 @@ def get_config():
   config.data.dataset = 'digits'
   config.data.random_flip = False
   training = config.training
-  training.batch_size = 64
-  training.num_steps = 1500
+  training.batch_size = 32
+  training.num_steps = 1200
   training.num_epochs = 60
   training.r1_gamma = 0.05
   training.lazy_reg = 15
-  training.log_every = 50
-  training.sample_every = 500
-  config.optim.lr_g = 2e-4
-  config.optim.lr_d = 1.6e-4
+  training.log_every = 100
+  training.sample_every = 400
+  config.optim.lr_g = 3e-4
+  config.optim.lr_d = 2.5e-4
   config.optim.lr_decay = False
-  config.optim.ema_decay = 0.99
-  config.checkpoint.every_steps = 500
+  config.optim.ema_decay = 0.995
+  config.checkpoint.every_steps = 400
   config.sampling.num_images = 64
   return config

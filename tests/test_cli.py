@@ -37,6 +37,7 @@ def _train_then_sample(workdir, devices, steps_per_run):
 def test_one_device_eight_devices_and_resume_sample_the_same_images(tmp_path):
   one = _train_then_sample(tmp_path / 'one', 1, [4])
   assert one.shape == (12, 8, 8, 1) and one.dtype == np.uint8
+  assert one.std() > 20  # Far from flat grey, so agreement within 1 grey level means something.
   eight = _train_then_sample(tmp_path / 'eight', 8, [4])
   resumed = _train_then_sample(tmp_path / 'resumed', 1, [2, 4])
   for other in (eight, resumed):

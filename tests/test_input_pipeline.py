@@ -108,6 +108,21 @@ def test_npz_flips_only_when_asked(npz_file, random_flip):
   assert (0 < flipped < 64) if random_flip else flipped == 0
 
 
+def test_flips_differ_between_steps(npz_file):
+  """Each example is flipped afresh every time it is seen, not once for the whole run."""
+  path, images = npz_file
+  seen, patterns = {}, set()
+  for batch in take(make_config('npz', path=path, random_flip=True), 8):
+    pattern = []
+    for image, label in zip(to_uint8(batch['image']), batch['label']):
+      pattern.append(np.array_equal(image, images[label][:, ::-1]))
+      seen.setdefault(int(label), []).append(pattern[-1])
+    patterns.add(tuple(pattern))
+  assert len(patterns) > 1  # The flips by batch position change from step to step too.
+  repeated = [flips for flips in seen.values() if len(flips) > 1]
+  assert repeated and any(len(set(flips)) > 1 for flips in repeated)
+
+
 def test_npz_grayscale_resized_to_rgb(tmp_path):
   gray = np.random.default_rng(1).integers(0, 256, size=(20, 8, 8), dtype=np.uint8)
   np.savez(tmp_path / 'gray.npz', gray)
