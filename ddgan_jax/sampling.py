@@ -86,15 +86,24 @@ def to_uint8(x: np.ndarray, centered: bool) -> np.ndarray:
   return np.clip(np.floor(unit * 255.0 + 0.5), 0, 255).astype(np.uint8)
 
 
-def image_grid(images: np.ndarray) -> np.ndarray:
-  """Tiles uint8 images (N, H, W, C) into a near-square grid (rows*H, cols*W, C); gaps are 0."""
+def image_grid(images: np.ndarray, gap: int = 2) -> np.ndarray:
+  """Tiles uint8 images (N, H, W, C) into a near-square grid with mid-grey borders.
+
+  Args:
+    images: (N, H, W, C) uint8.
+    gap: border width in pixels, around and between the tiles.
+
+  Returns:
+    (rows (H + gap) + gap, cols (W + gap) + gap, C) uint8.
+  """
   n, h, w, c = images.shape
   cols = math.ceil(math.sqrt(n))
   rows = math.ceil(n / cols)
-  grid = np.zeros((rows * h, cols * w, c), np.uint8)
+  grid = np.full((rows * (h + gap) + gap, cols * (w + gap) + gap, c), 128, np.uint8)
   for i, img in enumerate(images):
     r, k = divmod(i, cols)
-    grid[r * h:(r + 1) * h, k * w:(k + 1) * w] = img
+    top, left = gap + r * (h + gap), gap + k * (w + gap)
+    grid[top:top + h, left:left + w] = img
   return grid
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from ddgan_jax import checkpoints
+from ddgan_jax import sampling
 from ddgan_jax import steps
 from ddgan_jax import train
 from tests.configs import tiny
@@ -131,3 +132,13 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
   assert logged, err[-3000:]
   saved = max(int(p.name) for p in (tmp_path / 'checkpoints').iterdir())
   assert int(logged.group(1)) == saved > 100
+
+
+def test_image_grid_places_every_tile_between_borders():
+  images = np.arange(5 * 2 * 3 * 1, dtype=np.uint8).reshape(5, 2, 3, 1)
+  grid = sampling.image_grid(images, gap=1)
+  assert grid.shape == (2 * (2 + 1) + 1, 3 * (3 + 1) + 1, 1)  # 2 rows, 3 columns.
+  np.testing.assert_array_equal(grid[1:3, 1:4], images[0])
+  np.testing.assert_array_equal(grid[4:6, 5:8], images[4])
+  # Corner border, the border between rows, and the empty sixth cell.
+  assert grid[0, 0, 0] == 128 and grid[3, 4, 0] == 128 and np.all(grid[4:6, 9:12] == 128)
