@@ -16,21 +16,8 @@ from ddgan_jax.models import compute_dtype
 from ddgan_jax.models.embeddings import timestep_embedding
 
 
-def _check_widths(config: ml_collections.ConfigDict) -> None:
-  m = config.model
-  if m.mlp_hidden < 1 or m.mlp_layers < 1:
-    raise ValueError(
-        f'config.model.mlp_hidden and config.model.mlp_layers must be positive, got '
-        f'{m.mlp_hidden} and {m.mlp_layers}.'
-    )
-
-
-class MLPGenerator(nn.Module):
-  """x0 predictor: [x_{t+1}, emb(t), z] -> ``layers`` x (Dense + SiLU) -> Dense(D).
-
-  The output is unconstrained (the toy data lie well outside [-1, 1]). The network has no
-  dropout or batch statistics, so ``train`` changes nothing; it is accepted for the common
-  generator interface.
+class _TimeConditionedMLP(nn.Module):
+  """Fields and config plumbing shared by the toy generator and discriminator.
 
   Attributes:
     hidden: width of every hidden layer.
@@ -45,13 +32,25 @@ class MLPGenerator(nn.Module):
   dtype: jnp.dtype = jnp.float32
 
   @classmethod
-  def from_config(cls, config: ml_collections.ConfigDict) -> 'MLPGenerator':
-    _check_widths(config)
+  def from_config(cls, config: ml_collections.ConfigDict):
+    """Builds the network from config.model.mlp_hidden/mlp_layers/t_emb_dim and the dtype."""
     m = config.model
-    return cls(
-        hidden=m.mlp_hidden, layers=m.mlp_layers, t_emb_dim=m.t_emb_dim,
-        dtype=compute_dtype(config),
-    )
+    if m.mlp_hidden < 1 or m.mlp_layers < 1:
+      raise ValueError(
+          f'config.model.mlp_hidden and config.model.mlp_layers must be positive, got '
+          f'{m.mlp_hidden} and {m.mlp_layers}.'
+      )
+    return cls(hidden=m.mlp_hidden, layers=m.mlp_layers, t_emb_dim=m.t_emb_dim,
+               dtype=compute_dtype(config))
+
+
+class MLPGenerator(_TimeConditionedMLP):
+  """x0 predictor: [x_{t+1}, emb(t), z] -> ``layers`` x (Dense + SiLU) -> Dense(D).
+
+  The output is unconstrained (the toy data lie well outside [-1, 1]). The network has no
+  dropout or batch statistics, so ``train`` changes nothing; it is accepted for the common
+  generator interface.
+  """
 
   @nn.compact
   def __call__(
@@ -76,29 +75,8 @@ class MLPGenerator(nn.Module):
     return nn.Dense(x_tp1.shape[-1], dtype=self.dtype)(h).astype(jnp.float32)
 
 
-class MLPDiscriminator(nn.Module):
-  """Pair critic: [x_t, x_{t+1}, emb(t)] -> ``layers`` x (Dense + LeakyReLU(0.2)) -> Dense(1).
-
-  Attributes:
-    hidden: width of every hidden layer.
-    layers: number of hidden layers.
-    t_emb_dim: width of the sinusoidal time embedding.
-    dtype: compute dtype.
-  """
-
-  hidden: int = 512
-  layers: int = 3
-  t_emb_dim: int = 256
-  dtype: jnp.dtype = jnp.float32
-
-  @classmethod
-  def from_config(cls, config: ml_collections.ConfigDict) -> 'MLPDiscriminator':
-    _check_widths(config)
-    m = config.model
-    return cls(
-        hidden=m.mlp_hidden, layers=m.mlp_layers, t_emb_dim=m.t_emb_dim,
-        dtype=compute_dtype(config),
-    )
+class MLPDiscriminator(_TimeConditionedMLP):
+  """Pair critic: [x_t, x_{t+1}, emb(t)] -> ``layers`` x (Dense + LeakyReLU(0.2)) -> Dense(1)."""
 
   @nn.compact
   def __call__(self, x_t: jax.Array, t: jax.Array, x_tp1: jax.Array) -> jax.Array:
