@@ -74,6 +74,18 @@ DATASETS: dict[str, Builder] = {
 }
 
 
+def check_global_batch(config: ml_collections.ConfigDict, num_devices: int,
+                       num_processes: int) -> None:
+  """Raises ValueError unless the global batch splits evenly over devices and processes."""
+  b = config.training.batch_size
+  if b <= 0 or b % num_devices or b % num_processes:
+    raise ValueError(
+        f'config.training.batch_size={b} (the global batch) must be a positive multiple of the '
+        f'device count ({num_devices}) and of the process count ({num_processes}); e.g. use '
+        f'{num_devices * max(1, b // num_devices)}.'
+    )
+
+
 def create_dataset(
     config: ml_collections.ConfigDict,
     *,
@@ -113,13 +125,8 @@ def create_dataset(
     raise ValueError(
         f'process_index={process_index} is outside [0, process_count={process_count}).'
     )
+  check_global_batch(config, jax.device_count(), process_count)
   global_batch = config.training.batch_size
-  devices = jax.device_count()
-  if global_batch <= 0 or global_batch % devices or global_batch % process_count:
-    raise ValueError(
-        f'config.training.batch_size={global_batch} (the global batch) must be a positive multiple '
-        f'of the device count {devices} and of the host count {process_count}.'
-    )
   if start_step < 0:
     raise ValueError(f'start_step={start_step} must be >= 0.')
   models.check_image_size(config)

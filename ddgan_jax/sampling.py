@@ -168,8 +168,7 @@ def sample_and_save(config: ml_collections.ConfigDict, workdir: str) -> epath.Pa
   num = config.sampling.num_images
   if num < 1:
     raise ValueError(f'config.sampling.num_images must be positive, got {num}.')
-  if config.data.dataset != 'toy2d':
-    models.check_image_size(config)
+  models.check_image_size(config)
   mesh = make_mesh()
   state = restore_state(config, workdir, mesh)
   step = int(jax.device_get(state.step))

@@ -35,17 +35,6 @@ class NonFiniteLossError(FloatingPointError):
   """A loss became NaN or Inf; the run stopped without saving the bad state."""
 
 
-def check_batch_config(config: ml_collections.ConfigDict, num_devices: int, num_processes: int):
-  """Raises ValueError unless the global batch splits evenly over devices and processes."""
-  b = config.training.batch_size
-  if b % num_devices or b % num_processes:
-    raise ValueError(
-        f'config.training.batch_size={b} must be a multiple of the device count ({num_devices}) '
-        f'and of the process count ({num_processes}); e.g. use '
-        f'{num_devices * max(1, b // num_devices)}.'
-    )
-
-
 def compile_train_step(step_fn: steps.StepFn, mesh: Mesh) -> steps.StepFn:
   """jits ``step_fn`` over ``mesh``: state replicated and donated, batch split over 'data'."""
   replicated = NamedSharding(mesh, P())
@@ -171,9 +160,8 @@ def train_and_evaluate(
     NonFiniteLossError: when a loss turns NaN/Inf; the checkpoints already written are kept.
   """
   train_state_lib.check_config(config)
-  if config.data.dataset != 'toy2d':
-    models.check_image_size(config)
-  check_batch_config(config, jax.device_count(), jax.process_count())
+  models.check_image_size(config)
+  input_pipeline.check_global_batch(config, jax.device_count(), jax.process_count())
   workdir_path = epath.Path(workdir)
   workdir_path.mkdir(parents=True, exist_ok=True)
   mesh = sampling.make_mesh()

@@ -274,7 +274,7 @@ def test_unprepared_tfds_fails_at_once_with_instructions(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize('change, message', [
     (dict(dataset='imagenet'), 'known datasets: celeba_hq_256, cifar10, digits'),
-    (dict(batch=12), 'multiple of the device count 8'),
+    (dict(batch=12), r'multiple of the device count \(8\)'),
     (dict(image_size=20), 'image_size=20 does not fit'),
 ])
 def test_bad_config_is_rejected(change, message):

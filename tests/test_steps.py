@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from ddgan_jax import diffusion
+from ddgan_jax import input_pipeline
 from ddgan_jax import models
 from ddgan_jax import steps
 from ddgan_jax import train
@@ -171,7 +172,7 @@ def test_bad_training_config_is_rejected():
   with pytest.raises(ValueError, match='num_steps'):
     train_state_lib.total_steps(config, 100)
   with pytest.raises(ValueError, match='multiple of the device count'):
-    train.check_batch_config(tiny.get_config(), 3, 1)
+    input_pipeline.check_global_batch(tiny.get_config(), 3, 1)
   bad = tiny.get_config()
   bad.model.mlp_layers = 0
   with pytest.raises(ValueError, match='mlp_layers'):
