@@ -107,5 +107,7 @@ def get_config() -> ml_collections.ConfigDict:
   evaluation = config.eval = ml_collections.ConfigDict()
   evaluation.num_samples = 2500
   evaluation.batch_size = 500
+  evaluation.cache_dir = '~/.cache/ddgan_jax'  # Cache of the trained digits classifier.
+  evaluation.confidence = 0.9  # Digits: a class probability this high counts as confident.
 
   return config

@@ -2,7 +2,7 @@
 
 MLP generator and discriminator on raw 2-D points (the grid {-4, -2, 0, 2, 4}^2, std 0.05);
 60,000 steps take about 5 minutes on 2 CPU cores (~200 steps/s). Train, then score the EMA
-generator (writes DIR/eval/metrics.json and DIR/eval/scatter.png):
+generator (writes DIR/eval/metrics_step<N>.json and DIR/eval/scatter_step<N>.png):
 
     python -m ddgan_jax.main --config=configs/toy2d.py --workdir=DIR
     python -m ddgan_jax.main --config=configs/toy2d.py --workdir=DIR --mode=eval

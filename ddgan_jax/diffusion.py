@@ -167,9 +167,29 @@ def q_sample_pairs(
     x_t and x_{t+1}, each shaped like x0.
   """
   rng_t, rng_step = jax.random.split(rng)
-  x_t = q_sample(rng_t, schedule, x0, t)
-  noise = jax.random.normal(rng_step, x0.shape, x0.dtype)
-  x_tp1 = _per_example(schedule.a_s, t + 1, x0) * x_t + _per_example(schedule.sigmas, t + 1, x0) * noise
+  eps = jax.random.normal(rng_t, x0.shape, x0.dtype)
+  eps_next = jax.random.normal(rng_step, x0.shape, x0.dtype)
+  return q_pairs_from_noise(schedule, x0, t, eps, eps_next)
+
+
+def q_pairs_from_noise(
+    schedule: Schedule, x0: jax.Array, t: jax.Array, eps: jax.Array, eps_next: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+  """The pair (x_t, x_{t+1}) of ``q_sample_pairs`` for given standard normal noise.
+
+  Args:
+    schedule: the noise schedule.
+    x0: (B, ...) clean data.
+    t: (B,) int target levels in 0..T-1.
+    eps: (B, ...) noise of x_t given x0.
+    eps_next: (B, ...) noise of x_{t+1} given x_t.
+
+  Returns:
+    x_t and x_{t+1}, each shaped like x0.
+  """
+  x_t = _per_example(schedule.a_s_cum, t, x0) * x0 + _per_example(schedule.sigmas_cum, t, x0) * eps
+  x_tp1 = (_per_example(schedule.a_s, t + 1, x0) * x_t
+           + _per_example(schedule.sigmas, t + 1, x0) * eps_next)
   return x_t, x_tp1
 
 
@@ -188,12 +208,30 @@ def sample_posterior(
   Returns:
     (B, ...) the sample x_t.
   """
+  noise = jax.random.normal(rng, x0.shape, x0.dtype)
+  return posterior_from_noise(schedule, x0, x_tp1, t, noise)
+
+
+def posterior_from_noise(
+    schedule: Schedule, x0: jax.Array, x_tp1: jax.Array, t: jax.Array, noise: jax.Array
+) -> jax.Array:
+  """The draw of ``sample_posterior`` for given standard normal noise.
+
+  Args:
+    schedule: the noise schedule.
+    x0: (B, ...) predicted or true clean data.
+    x_tp1: (B, ...) the noisier sample x_{t+1}.
+    t: (B,) int target levels in 0..T-1.
+    noise: (B, ...) the posterior noise (unused where t = 0).
+
+  Returns:
+    (B, ...) the sample x_t.
+  """
   mean = (
       _per_example(schedule.posterior_mean_coef1, t, x0) * x0
       + _per_example(schedule.posterior_mean_coef2, t, x0) * x_tp1
   )
   std = jnp.exp(0.5 * _per_example(schedule.posterior_log_variance_clipped, t, x0))
-  noise = jax.random.normal(rng, x0.shape, x0.dtype)
   # Level 0 is data: return x0 itself, not coef1[0] x0 + coef2[0] x_{t+1}, which float32 rounds
   # to within 1e-7 of it (the official code returns that approximation).
   is_data = (t == 0).reshape((t.shape[0],) + (1,) * (x0.ndim - 1))

@@ -4,8 +4,9 @@ r"""Command line for DDGAN: train, sample or evaluate.
       [--config.training.batch_size=256 ...] [--distributed]
 
 Training resumes from the newest checkpoint in --workdir. --mode=sample writes
-config.sampling.num_images EMA samples under DIR/samples/; --mode=eval runs the 2-D toy metrics
-(image metrics need Inception weights, which this release does not ship).
+config.sampling.num_images EMA samples under DIR/samples/; --mode=eval scores the newest checkpoint
+with the metrics of its dataset (the 2-D toy data or the digits; see ddgan_jax/evaluation) and
+writes DIR/eval/metrics_step<N>.json.
 """
 
 from absl import app
@@ -14,6 +15,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from ddgan_jax import evaluation
 from ddgan_jax import sampling
 from ddgan_jax import train
 
@@ -31,19 +33,6 @@ flags.DEFINE_bool(
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
-def evaluate(config, workdir: str) -> None:
-  """--mode=eval: the 2-D toy metrics; image datasets have no offline metric."""
-  if config.data.dataset != 'toy2d':
-    raise app.UsageError(
-        f'--mode=eval supports only the 2-D toy data (config.data.dataset=\'toy2d\'), got '
-        f'{config.data.dataset!r}. Image metrics (FID, Inception Score) need the Inception '
-        'network weights, which are not available in this release; use --mode=sample and an '
-        'external FID tool on the written images.'
-    )
-  from ddgan_jax import toy2d_eval  # pylint: disable=g-import-not-at-top
-  toy2d_eval.evaluate(config, workdir)
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -57,7 +46,7 @@ def main(argv):
   elif FLAGS.mode == 'sample':
     sampling.sample_and_save(config, FLAGS.workdir)
   else:
-    evaluate(config, FLAGS.workdir)
+    evaluation.evaluate(config, FLAGS.workdir)
 
 
 if __name__ == '__main__':

@@ -7,15 +7,20 @@ One iteration is a discriminator step followed by a generator step (the referenc
           fake: x0' = stop_gradient(G(x_{t+1}, t, z)), x' ~ q(x_t | x_{t+1}, x0'), loss
           softplus(D(x', t, x_{t+1})).
   G step: fresh t, pair and z from the same real batch, with the updated D; loss
-          softplus(-D(x', t, x_{t+1})); then EMA <- decay EMA + (1 - decay) G.
+          softplus(-D(x', t, x_{t+1})); then EMA <- decay EMA + (1 - decay) G, except at step 0,
+          where the EMA takes G's new parameters (the reference creates its EMA copy after the
+          first optimiser step).
 
-All random numbers come from fold_in(state.rng, state.step) at the global batch shape, so the
-result does not depend on how the batch is sharded.
+The iteration is built from two pure pieces: ``draw_iteration_noise`` makes every random draw
+from fold_in(state.rng, state.step) at the global batch shape (so the result does not depend on
+how the batch is sharded), and ``make_iteration`` consumes them. Injecting the draws lets the
+iteration be compared with the official PyTorch loop (tests/test_parity.py).
 """
 
 from collections.abc import Callable
 from typing import Any
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -30,6 +35,35 @@ Metrics = dict[str, jax.Array]
 StepFn = Callable[[TrainState, Batch], tuple[TrainState, Metrics]]
 
 
+@flax.struct.dataclass
+class StepNoise:
+  """The random draws of one half-iteration (the D step or the G step).
+
+  Attributes:
+    t: (B,) int32 target levels in 0..T-1.
+    eps: (B, ...) standard normal noise of x_t given x0.
+    eps_next: (B, ...) standard normal noise of x_{t+1} given x_t.
+    z: (B, nz) generator latents.
+    posterior: (B, ...) standard normal noise of the posterior draw x' ~ q(x_t | x_{t+1}, x0').
+    dropout_rng: PRNG key for the generator's dropout (used only when model.dropout > 0).
+  """
+
+  t: jax.Array
+  eps: jax.Array
+  eps_next: jax.Array
+  z: jax.Array
+  posterior: jax.Array
+  dropout_rng: jax.Array
+
+
+@flax.struct.dataclass
+class IterationNoise:
+  """The draws of one iteration: ``d`` for the D step, ``g`` for the G step."""
+
+  d: StepNoise
+  g: StepNoise
+
+
 def r1_weight(config: ml_collections.ConfigDict) -> float:
   """gamma/2, times lazy_reg when ``r1_scale_by_interval`` (StyleGAN2); the reference does not."""
   t = config.training
@@ -37,45 +71,77 @@ def r1_weight(config: ml_collections.ConfigDict) -> float:
   return 0.5 * t.r1_gamma * scale
 
 
-def _draw_pairs(
-    rng: jax.Array, schedule: diffusion.Schedule, x0: jax.Array, nz: int
-) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]:
-  """Draws t (B,), a forward pair (x_t, x_{t+1}), a latent z (B, nz) and a posterior key."""
-  rng_t, rng_pair, rng_z, rng_post = jax.random.split(rng, 4)
-  batch = x0.shape[0]
-  t = jax.random.randint(rng_t, (batch,), 0, schedule.num_timesteps, jnp.int32)
-  x_t, x_tp1 = diffusion.q_sample_pairs(rng_pair, schedule, x0, t)
-  z = jax.random.normal(rng_z, (batch, nz), jnp.float32)
-  return t, x_t, x_tp1, z, rng_post
+def _draw_step_noise(
+    rng: jax.Array, num_timesteps: int, x0_shape: tuple[int, ...], nz: int
+) -> StepNoise:
+  rng_pairs, rng_drop = jax.random.split(rng)
+  rng_t, rng_pair, rng_z, rng_post = jax.random.split(rng_pairs, 4)
+  rng_eps, rng_eps_next = jax.random.split(rng_pair)
+  batch = x0_shape[0]
+  normal = lambda key, shape: jax.random.normal(key, shape, jnp.float32)
+  return StepNoise(
+      t=jax.random.randint(rng_t, (batch,), 0, num_timesteps, jnp.int32),
+      eps=normal(rng_eps, x0_shape),
+      eps_next=normal(rng_eps_next, x0_shape),
+      z=normal(rng_z, (batch, nz)),
+      posterior=normal(rng_post, x0_shape),
+      dropout_rng=rng_drop,
+  )
 
 
-def make_train_step(
+def draw_iteration_noise(
+    rng: jax.Array, schedule: diffusion.Schedule, x0_shape: tuple[int, ...], nz: int
+) -> IterationNoise:
+  """Draws everything random in one iteration, at the global batch shape.
+
+  Args:
+    rng: the iteration's key, fold_in(state.rng, state.step) in ``make_train_step``.
+    schedule: the noise schedule (for T).
+    x0_shape: (B, ...) shape of the real batch.
+    nz: latent size.
+
+  Returns:
+    Independent draws for the D step and the G step (float32 noise, int32 levels).
+  """
+  rng_d, rng_g = jax.random.split(rng)
+  num_timesteps = schedule.num_timesteps
+  return IterationNoise(
+      d=_draw_step_noise(rng_d, num_timesteps, x0_shape, nz),
+      g=_draw_step_noise(rng_g, num_timesteps, x0_shape, nz),
+  )
+
+
+IterationFn = Callable[[TrainState, jax.Array, IterationNoise], tuple[TrainState, Metrics]]
+
+
+def make_iteration(
     config: ml_collections.ConfigDict,
     generator: nn.Module,
     discriminator: nn.Module,
     schedule: diffusion.Schedule,
-) -> StepFn:
-  """Builds one training iteration (not jitted; see ``train.compile_train_step``).
+) -> IterationFn:
+  """Builds one training iteration with injected random draws (not jitted).
 
   Args:
     config: the full config (training.r1_gamma, lazy_reg, r1_scale_by_interval; optim.ema_decay;
-      model.nz, model.dropout).
+      model.dropout).
     generator: G, called as G.apply(vars, x_tp1, t, z, train=True).
     discriminator: D, called as D.apply({'params': p}, x_t, t, x_tp1) -> (B, 1).
     schedule: the noise schedule.
 
   Returns:
-    step(state, batch) -> (new state, metrics). ``batch['image']`` is the global real batch
-    (B, ...) in [-1, 1] (rescaled to [0, 1] when config.model.centered is False); metrics are float32 scalars: d_loss, d_loss_real, d_loss_fake,
-    d_real, d_fake (mean logits), r1 (penalty, 0 when not applied), r1_applied (0/1), g_loss,
-    g_grad_norm, d_grad_norm, g_param_norm, d_param_norm, lr_g, lr_d.
+    iteration(state, x0, noise) -> (new state, metrics): ``x0`` (B, ...) float32 is the real
+    batch in the training range, ``noise`` the draws for it (see ``draw_iteration_noise``).
+    The EMA after the step-0 iteration equals the new generator parameters, as in the reference,
+    whose EMA copy is created after the first optimiser step. Metrics are float32 scalars:
+    d_loss, d_loss_real, d_loss_fake, d_real, d_fake (mean logits), r1 (penalty, 0 when not
+    applied), r1_applied (0/1), g_loss, g_grad_norm, d_grad_norm, g_param_norm, d_param_norm,
+    lr_g, lr_d.
   """
-  nz = config.model.nz
   lazy_reg = config.training.lazy_reg
   r1_coef = r1_weight(config)
   ema_decay = config.optim.ema_decay
   use_dropout = config.model.dropout > 0
-  centered = config.model.centered
 
   def g_apply(state: TrainState, g_params: Any, x_tp1, t, z, rng) -> jax.Array:
     variables = {'params': g_params}
@@ -87,10 +153,9 @@ def make_train_step(
   def d_apply(d_params, x_t, t, x_tp1) -> jax.Array:
     return discriminator.apply({'params': d_params}, x_t, t, x_tp1).astype(jnp.float32)
 
-  def d_loss_fn(d_params, state: TrainState, t, x_t, x_tp1, x0_pred, rng_post):
+  def d_loss_fn(d_params, t, x_t, x_tp1, x_pos):
     real_logits = d_apply(d_params, x_t, t, x_tp1)
     loss_real = jnp.mean(jax.nn.softplus(-real_logits))
-    x_pos = diffusion.sample_posterior(rng_post, schedule, x0_pred, x_tp1, t)
     fake_logits = d_apply(d_params, x_pos, t, x_tp1)
     loss_fake = jnp.mean(jax.nn.softplus(fake_logits))
     metrics = {
@@ -105,14 +170,15 @@ def make_train_step(
     grad_x = jax.grad(lambda x: d_apply(d_params, x, t, x_tp1).sum())(x_t)
     return r1_coef * jnp.mean(jnp.sum(jnp.square(grad_x).reshape(grad_x.shape[0], -1), axis=1))
 
-  def d_step(state: TrainState, x0: jax.Array, rng: jax.Array):
+  def d_step(state: TrainState, x0: jax.Array, noise: StepNoise):
     """Gradients of the D loss; R1 has its own lax.cond returning its gradients, because
     differentiating through a cond makes XLA carry R1's second-order residuals every step."""
-    rng_pairs, rng_drop = jax.random.split(rng)
-    t, x_t, x_tp1, z, rng_post = _draw_pairs(rng_pairs, schedule, x0, nz)
-    x0_pred = jax.lax.stop_gradient(g_apply(state, state.g_params, x_tp1, t, z, rng_drop))
-    grads, metrics = jax.grad(d_loss_fn, has_aux=True)(
-        state.d_params, state, t, x_t, x_tp1, x0_pred, rng_post)
+    t = noise.t
+    x_t, x_tp1 = diffusion.q_pairs_from_noise(schedule, x0, t, noise.eps, noise.eps_next)
+    x0_pred = jax.lax.stop_gradient(
+        g_apply(state, state.g_params, x_tp1, t, noise.z, noise.dropout_rng))
+    x_pos = diffusion.posterior_from_noise(schedule, x0_pred, x_tp1, t, noise.posterior)
+    grads, metrics = jax.grad(d_loss_fn, has_aux=True)(state.d_params, t, x_t, x_tp1, x_pos)
     apply_r1 = state.step % lazy_reg == 0
     r1, r1_grads = jax.lax.cond(
         apply_r1,
@@ -125,31 +191,27 @@ def make_train_step(
                    d_loss=metrics['d_loss_real'] + metrics['d_loss_fake'] + r1)
     return grads, metrics
 
-  def g_loss_fn(g_params, state: TrainState, x0: jax.Array, rng: jax.Array):
-    rng_pairs, rng_drop = jax.random.split(rng)
-    t, _, x_tp1, z, rng_post = _draw_pairs(rng_pairs, schedule, x0, nz)
-    x0_pred = g_apply(state, g_params, x_tp1, t, z, rng_drop)
-    x_pos = diffusion.sample_posterior(rng_post, schedule, x0_pred, x_tp1, t)
-    loss = jnp.mean(jax.nn.softplus(-d_apply(state.d_params, x_pos, t, x_tp1)))
-    return loss
+  def g_loss_fn(g_params, state: TrainState, x0: jax.Array, noise: StepNoise):
+    t = noise.t
+    _, x_tp1 = diffusion.q_pairs_from_noise(schedule, x0, t, noise.eps, noise.eps_next)
+    x0_pred = g_apply(state, g_params, x_tp1, t, noise.z, noise.dropout_rng)
+    x_pos = diffusion.posterior_from_noise(schedule, x0_pred, x_tp1, t, noise.posterior)
+    return jnp.mean(jax.nn.softplus(-d_apply(state.d_params, x_pos, t, x_tp1)))
 
-  def step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
-    x0 = batch['image'].astype(jnp.float32)
-    if not centered:
-      x0 = (x0 + 1.0) / 2.0  # The pipelines yield [-1, 1]; centered=False trains on [0, 1].
-    rng_d, rng_g = jax.random.split(jax.random.fold_in(state.rng, state.step))
-
-    d_grads, metrics = d_step(state, x0, rng_d)
+  def iteration(
+      state: TrainState, x0: jax.Array, noise: IterationNoise
+  ) -> tuple[TrainState, Metrics]:
+    d_grads, metrics = d_step(state, x0, noise.d)
     d_updates, d_opt_state = state.d_tx.update(d_grads, state.d_opt_state, state.d_params)
     d_params = optax.apply_updates(state.d_params, d_updates)
     state = state.replace(d_params=d_params, d_opt_state=d_opt_state)
 
-    g_loss, g_grads = jax.value_and_grad(g_loss_fn)(state.g_params, state, x0, rng_g)
+    g_loss, g_grads = jax.value_and_grad(g_loss_fn)(state.g_params, state, x0, noise.g)
     g_updates, g_opt_state = state.g_tx.update(g_grads, state.g_opt_state, state.g_params)
     g_params = optax.apply_updates(state.g_params, g_updates)
-    ema_params = jax.tree.map(
-        lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state.ema_params, g_params
-    )
+    first = state.step == 0
+    keep, take = jnp.where(first, 0.0, ema_decay), jnp.where(first, 1.0, 1.0 - ema_decay)
+    ema_params = jax.tree.map(lambda e, p: keep * e + take * p, state.ema_params, g_params)
     metrics.update(
         g_loss=g_loss,
         g_grad_norm=optax.global_norm(g_grads),
@@ -163,5 +225,40 @@ def make_train_step(
         step=state.step + 1, g_params=g_params, g_opt_state=g_opt_state, ema_params=ema_params
     )
     return new_state, {k: v.astype(jnp.float32) for k, v in metrics.items()}
+
+  return iteration
+
+
+def make_train_step(
+    config: ml_collections.ConfigDict,
+    generator: nn.Module,
+    discriminator: nn.Module,
+    schedule: diffusion.Schedule,
+) -> StepFn:
+  """Builds one training iteration (not jitted; see ``train.compile_train_step``).
+
+  Args:
+    config: the full config (as ``make_iteration``, plus model.nz and model.centered).
+    generator: G, called as G.apply(vars, x_tp1, t, z, train=True).
+    discriminator: D, called as D.apply({'params': p}, x_t, t, x_tp1) -> (B, 1).
+    schedule: the noise schedule.
+
+  Returns:
+    step(state, batch) -> (new state, metrics): ``make_iteration``'s iteration with the draws
+    of ``draw_iteration_noise(fold_in(state.rng, state.step), ...)``. ``batch['image']`` is the
+    global real batch (B, ...) in [-1, 1] (rescaled to [0, 1] when config.model.centered is
+    False); the metrics are those of ``make_iteration``.
+  """
+  nz = config.model.nz
+  centered = config.model.centered
+  iteration = make_iteration(config, generator, discriminator, schedule)
+
+  def step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
+    x0 = batch['image'].astype(jnp.float32)
+    if not centered:
+      x0 = (x0 + 1.0) / 2.0  # The pipelines yield [-1, 1]; centered=False trains on [0, 1].
+    noise = draw_iteration_noise(
+        jax.random.fold_in(state.rng, state.step), schedule, x0.shape, nz)
+    return iteration(state, x0, noise)
 
   return step

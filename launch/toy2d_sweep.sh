@@ -9,8 +9,8 @@
 #
 # ROOT defaults to /tmp/ddgan_toy2d_sweep; run k lives in ROOT/T<T>_seed<seed>. Environment:
 # PYTHON (default python), TIMESTEPS (default "1 2 4 8"), SEEDS (default "0 1 2"). A run whose
-# train_seconds file exists is not retrained, nor re-scored once its eval/metrics.json is newer,
-# so an interrupted sweep can be restarted, and parts of it run side by side (TIMESTEPS=...).
+# train_seconds file exists is not retrained, nor re-scored once an eval/metrics_step*.json is
+# newer, so an interrupted sweep can be restarted, and parts of it run side by side (TIMESTEPS=...).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -36,7 +36,8 @@ for t in $TIMESTEPS; do
       end=$(date +%s.%N)
       awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f\n", b - a }' > "$wd/train_seconds"
     fi
-    if [[ ! -f "$wd/eval/metrics.json" || "$wd/eval/metrics.json" -ot "$wd/train_seconds" ]]; then
+    metrics=$(ls -t "$wd"/eval/metrics_step*.json 2>/dev/null | head -n 1 || true)
+    if [[ -z "$metrics" || "$metrics" -ot "$wd/train_seconds" ]]; then
       "$PYTHON" -m ddgan_jax.main "${flags[@]}" --mode=eval > "$wd/eval.log" 2>&1 \
         || { echo "Evaluation failed; see $wd/eval.log" >&2; exit 1; }
     fi
@@ -64,7 +65,9 @@ print('| T | modes covered | high-quality samples (%) | reverse KL | train time 
 print('|---|---|---|---|---|')
 for t in timesteps:
   runs = [root / f'T{t}_seed{s}' for s in seeds]
-  metrics = [json.loads((r / 'eval' / 'metrics.json').read_text()) for r in runs]
+  newest = [max((r / 'eval').glob('metrics_step*.json'), key=lambda p: int(p.stem[12:]))
+            for r in runs]
+  metrics = [json.loads(p.read_text()) for p in newest]
   seconds = [float((r / 'train_seconds').read_text()) for r in runs]
   print(f'| {t} | {cell([m["modes_covered"] for m in metrics], ".1f")} '
         f'| {cell([100 * m["high_quality_fraction"] for m in metrics], ".1f")} '

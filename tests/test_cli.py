@@ -44,11 +44,11 @@ def test_one_device_eight_devices_and_resume_sample_the_same_images(tmp_path):
     assert np.abs(one.astype(int) - other.astype(int)).max() <= 1
 
 
-def test_eval_on_images_explains_missing_inception(tmp_path):
-  proc = _run(['--config=tests/configs/tiny_digits.py', f'--workdir={tmp_path}', '--mode=eval'],
-              devices=1, check=False)
+def test_eval_on_a_dataset_without_metrics_fails_clearly(tmp_path):
+  proc = _run(['--config=tests/configs/tiny_digits.py', f'--workdir={tmp_path}', '--mode=eval',
+               '--config.data.dataset=cifar10'], devices=1, check=False)
   assert proc.returncode != 0
-  assert 'Inception' in proc.stderr and 'toy2d' in proc.stderr
+  assert "supports 'toy2d', 'digits'" in proc.stderr
 
 
 def test_sample_without_checkpoint_and_bad_batch_fail_clearly(tmp_path):

@@ -10,11 +10,12 @@ import pytest
 
 from configs import toy2d as toy2d_config
 from ddgan_jax import checkpoints
+from ddgan_jax import evaluation
 from ddgan_jax import input_pipeline
 from ddgan_jax import models
 from ddgan_jax import toy2d
-from ddgan_jax import toy2d_eval
 from ddgan_jax import train_state
+from ddgan_jax.evaluation import toy2d as toy2d_eval
 from tests.configs import tiny
 
 GRID = '25gaussians'
@@ -225,13 +226,14 @@ def test_evaluate_writes_metrics_and_scatter(tmp_path):
   ckpt.save(state)
   ckpt.wait_until_finished()
   ckpt.close()
-  metrics = toy2d_eval.evaluate(config, str(tmp_path))
+  metrics = evaluation.evaluate(config, str(tmp_path))
   assert metrics['step'] == 0 and metrics['num_timesteps'] == config.diffusion.num_timesteps
   assert metrics['num_samples'] == 40 and metrics['num_modes'] == 25
-  assert json.loads((tmp_path / 'eval' / 'metrics.json').read_text()) == metrics
-  assert Image.open(tmp_path / 'eval' / 'scatter.png').size == (480, 480)
+  assert metrics['dataset'] == 'toy2d' and metrics['dtype'] == 'float32'
+  assert json.loads((tmp_path / 'eval' / 'metrics_step0.json').read_text()) == metrics
+  assert Image.open(tmp_path / 'eval' / 'scatter_step0.png').size == (480, 480)
 
 
 def test_evaluate_without_checkpoint_says_train_first(tmp_path):
   with pytest.raises(checkpoints.NoCheckpointError, match='Train first'):
-    toy2d_eval.evaluate(_toy_config(), str(tmp_path))
+    evaluation.evaluate(_toy_config(), str(tmp_path))

@@ -11,13 +11,12 @@ Definitions implemented by ``mode_metrics`` (K modes with centres c_k and std si
     no sample is high quality.
 The protocol draws 2,500 samples (``config.eval.num_samples``).
 
-``evaluate`` (``--mode=eval``) writes ``<workdir>/eval/metrics.json`` and ``eval/scatter.png``.
+As the evaluation family of dataset 'toy2d', ``score`` adds these metrics to
+``<workdir>/eval/metrics_step<N>.json`` and draws ``eval/scatter_step<N>.png``.
 """
 
 import io
-import json
 
-from absl import logging
 from etils import epath
 import jax
 import ml_collections
@@ -25,9 +24,6 @@ import numpy as np
 from PIL import Image
 from PIL import ImageDraw
 
-from ddgan_jax import diffusion
-from ddgan_jax import models
-from ddgan_jax import sampling
 from ddgan_jax import toy2d
 
 _HQ_RADIUS_IN_STDS = 3.0
@@ -117,57 +113,37 @@ def save_scatter(
   epath.Path(path).write_bytes(buf.getvalue())
 
 
-def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Scores the newest checkpoint of a toy run: EMA samples, mode metrics, scatter plot.
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Fails fast, before any sampling, on a toy mixture that does not exist."""
+  toy2d.get_mixture(config.data.toy)
 
-  Draws ``config.eval.num_samples`` samples with the EMA generator through the T-step chain
-  (``diffusion.sample``), from ``config.seed`` in batches of ``config.eval.batch_size``, so the
-  same checkpoint and config always give the same numbers.
+
+def score(
+    config: ml_collections.ConfigDict, samples: np.ndarray, out_dir: epath.Path, step: int
+) -> dict:
+  """Mode metrics of EMA samples, and their scatter plot (written by process 0).
 
   Args:
-    config: the config the run was trained with (data.dataset 'toy2d').
-    workdir: the training workdir; must hold a checkpoint.
+    config: the run's config (data.dataset 'toy2d').
+    samples: (N, 2) float samples, in the data's coordinates.
+    out_dir: the existing eval folder; receives scatter_step<step>.png.
+    step: the checkpoint's training step, for the file name and the plot's title.
 
   Returns:
-    ``mode_metrics`` of the samples plus 'step' (the checkpoint's training step) and
-    'num_timesteps' (T). metrics.json holds the same dict (a reverse KL of +inf, when no sample
-    is high quality, is written as Infinity, as Python's json module does).
+    ``mode_metrics`` of the samples plus 'num_timesteps' (T).
   """
-  if config.data.dataset != 'toy2d':
-    raise ValueError(
-        f"Toy metrics need config.data.dataset='toy2d', got {config.data.dataset!r}."
-    )
-  toy2d.get_mixture(config.data.toy)
-  num = config.eval.num_samples
-  if num < 1 or config.eval.batch_size < 1:
-    raise ValueError(
-        f'config.eval.num_samples and config.eval.batch_size must be positive, got {num} and '
-        f'{config.eval.batch_size}.'
-    )
-  sample_config = config.copy_and_resolve_references()
-  sample_config.sampling.batch_size = config.eval.batch_size
-  mesh = sampling.make_mesh()
-  state = sampling.restore_state(config, workdir, mesh)
-  generate = sampling.make_generate_fn(
-      sample_config, models.build_generator(config), diffusion.schedule_from_config(config), mesh
-  )
-  samples = generate(state.generator_variables(ema=True), jax.random.PRNGKey(config.seed), num)
   metrics = mode_metrics(samples, config.data.toy)
-  metrics['step'] = int(jax.device_get(state.step))
   metrics['num_timesteps'] = config.diffusion.num_timesteps
   if jax.process_index() == 0:
-    out_dir = epath.Path(workdir) / 'eval'
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / 'metrics.json').write_text(json.dumps(metrics, indent=2) + '\n')
-    title = (
-        f'{config.data.toy}  T={config.diffusion.num_timesteps}  step {metrics["step"]}: '
-        f'{metrics["modes_covered"]}/{metrics["num_modes"]} modes, '
-        f'{100 * metrics["high_quality_fraction"]:.1f}% HQ, KL {metrics["reverse_kl"]:.4f}'
-    )
-    save_scatter(str(out_dir / 'scatter.png'), samples, config.data.toy, title=title)
-  logging.info(
-      'Step %d, T=%d, %s: %d/%d modes covered, %.1f%% high quality, reverse KL %.4f (n=%d).',
-      metrics['step'], metrics['num_timesteps'], config.data.toy, metrics['modes_covered'],
-      metrics['num_modes'], 100 * metrics['high_quality_fraction'], metrics['reverse_kl'], num,
-  )
+    title = f'{config.data.toy}  step {step}: {summary(metrics)}'
+    save_scatter(str(out_dir / f'scatter_step{step}.png'), samples, config.data.toy, title=title)
   return metrics
+
+
+def summary(metrics: dict) -> str:
+  """A one-line account of ``score``'s metrics, for logs and plot titles."""
+  return (
+      f'T={metrics["num_timesteps"]}, {metrics["modes_covered"]}/{metrics["num_modes"]} modes '
+      f'covered, {100 * metrics["high_quality_fraction"]:.1f}% high quality, reverse KL '
+      f'{metrics["reverse_kl"]:.4f} (n={metrics["num_samples"]})'
+  )

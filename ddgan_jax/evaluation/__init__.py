@@ -1,0 +1,77 @@
+"""``--mode=eval``: score a run's EMA generator with the metric family of its dataset.
+
+Every family shares one path (``evaluate``): restore the checkpoint, draw
+``config.eval.num_samples`` EMA samples from ``config.seed``, quantise images to uint8 as the saved
+PNGs are, score them, and write ``<workdir>/eval/metrics_step<N>.json`` plus TensorBoard scalars
+under ``<workdir>/eval`` at step N.
+
+A family is a module with three functions (see ``toy2d`` and ``digits``):
+  check_config(config): fails fast on a config the family cannot score.
+  score(config, samples, out_dir, step) -> dict: the metrics (JSON-serialisable); it may write
+    extra files into out_dir (process 0 only).
+  summary(metrics) -> str: a one-line account for the log.
+To add one, write such a module and map the dataset's name to it in ``FAMILIES``.
+"""
+
+from types import ModuleType
+
+from absl import logging
+from etils import epath
+import jax
+import ml_collections
+
+from ddgan_jax.evaluation import common
+from ddgan_jax.evaluation import digits
+from ddgan_jax.evaluation import toy2d
+
+FAMILIES: dict[str, ModuleType] = {
+    'toy2d': toy2d,
+    'digits': digits,
+}
+
+
+def family_for(dataset: str) -> ModuleType:
+  """The metric family of ``config.data.dataset``, or a ValueError naming those supported."""
+  if dataset not in FAMILIES:
+    raise ValueError(
+        f'--mode=eval has no metrics for config.data.dataset={dataset!r}; it supports '
+        f'{", ".join(repr(d) for d in FAMILIES)}. For other image data use --mode=sample and '
+        'score the written images with an external tool (e.g. FID).'
+    )
+  return FAMILIES[dataset]
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str, step: int | None = None) -> dict:
+  """Scores the EMA generator of a checkpoint of ``workdir``.
+
+  The same checkpoint, config and device kind always give the same numbers.
+
+  Args:
+    config: the config the run was trained with.
+    workdir: the training workdir; must hold a checkpoint.
+    step: the checkpoint's step; None scores the newest readable one.
+
+  Returns:
+    What ``eval/metrics_step<N>.json`` holds: the family's metrics plus 'step', 'dataset',
+    'num_samples', 'device_kind' and 'dtype' (config.training.dtype, the compute dtype).
+  """
+  family = family_for(config.data.dataset)
+  family.check_config(config)
+  state = common.restore_state(config, workdir, step)
+  step = int(jax.device_get(state.step))
+  samples = common.to_scoring_range(config, common.draw_samples(config, state))
+  out_dir = epath.Path(workdir) / common.EVAL_DIR
+  if jax.process_index() == 0:
+    out_dir.mkdir(parents=True, exist_ok=True)
+  metrics = {
+      'step': step,
+      'dataset': config.data.dataset,
+      'num_samples': len(samples),
+      'device_kind': jax.devices()[0].device_kind,
+      'dtype': config.training.dtype,
+      **family.score(config, samples, out_dir, step),
+  }
+  path = common.write_results(workdir, metrics)
+  logging.info('Step %d, %s: %s. Written to %s.', step, config.data.dataset,
+               family.summary(metrics), path)
+  return metrics

@@ -1,0 +1,124 @@
+"""The path every metric family shares: restore the EMA generator, sample, write the results."""
+
+import json
+import math
+import time
+
+from absl import logging
+from clu import metric_writers
+from etils import epath
+import jax
+from jax.sharding import NamedSharding, PartitionSpec as P
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from ddgan_jax import checkpoints
+from ddgan_jax import diffusion
+from ddgan_jax import models
+from ddgan_jax import sampling
+from ddgan_jax import train_state as train_state_lib
+
+EVAL_DIR = 'eval'
+
+
+def restore_state(
+    config: ml_collections.ConfigDict, workdir: str, step: int | None
+) -> train_state_lib.TrainState:
+  """The training state of ``workdir`` at ``step`` (None: the newest readable one), replicated."""
+  mesh = sampling.make_mesh()
+  if step is None:
+    return sampling.restore_state(config, workdir, mesh)
+  abstract = jax.eval_shape(
+      lambda rng: train_state_lib.create_train_state(
+          rng, config, models.build_generator(config), models.build_discriminator(config), 1),
+      jax.random.PRNGKey(0),
+  )
+  replicated = NamedSharding(mesh, P())
+  target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
+                        abstract)
+  ckpt = checkpoints.Checkpointer(workdir, config.checkpoint.max_to_keep)
+  try:
+    steps = sorted(ckpt.manager.all_steps())
+    if step not in steps:
+      raise checkpoints.NoCheckpointError(
+          f'No checkpoint of step {step} in {ckpt.directory}; it holds steps {steps}. Pass one of '
+          'them, or no step for the newest.'
+      )
+    return ckpt.manager.restore(step, args=ocp.args.StandardRestore(target))
+  finally:
+    ckpt.close()
+
+
+def draw_samples(
+    config: ml_collections.ConfigDict, state: train_state_lib.TrainState
+) -> np.ndarray:
+  """``config.eval.num_samples`` EMA samples in batches of ``config.eval.batch_size``, logged.
+
+  Batch b is ``generate(fold_in(PRNGKey(config.seed), b))``, so the samples depend on the
+  checkpoint, seed, number and batch size only, not on the device count.
+
+  Returns:
+    float32 samples (N, ...) in the data's range: (N, H, W, C) images or (N, 2) toy points.
+  """
+  num, batch = config.eval.num_samples, config.eval.batch_size
+  if num < 1 or batch < 1:
+    raise ValueError(
+        f'config.eval.num_samples and config.eval.batch_size must be positive, got {num} and '
+        f'{batch}.'
+    )
+  sample_config = config.copy_and_resolve_references()
+  sample_config.sampling.batch_size = batch
+  generate = sampling.make_generate_fn(
+      sample_config, models.build_generator(config), diffusion.schedule_from_config(config),
+      sampling.make_mesh(),
+  )
+  variables = state.generator_variables(ema=True)
+  rng = jax.random.PRNGKey(config.seed)
+  start = time.perf_counter()
+  chunks, done = [], 0
+  for b in range(math.ceil(num / batch)):
+    chunks.append(generate(variables, jax.random.fold_in(rng, b), min(batch, num - done)))
+    done += len(chunks[-1])
+    logging.info('Sampled %d/%d (%.1f samples/s).', done, num,
+                 done / (time.perf_counter() - start))
+  return np.concatenate(chunks)
+
+
+def to_scoring_range(config: ml_collections.ConfigDict, samples: np.ndarray) -> np.ndarray:
+  """Images (N, H, W, C) quantised to uint8 as the saved PNGs are; toy points unchanged."""
+  if samples.ndim == 4:
+    return sampling.to_uint8(samples, config.model.centered)
+  return samples
+
+
+def _scalars(metrics: dict, prefix: str = '') -> dict[str, float]:
+  """The numbers of a nested metrics dict, keyed by their '/'-joined path (lists left out)."""
+  out = {}
+  for key, value in metrics.items():
+    if isinstance(value, dict):
+      out.update(_scalars(value, f'{prefix}{key}/'))
+    elif isinstance(value, (int, float)) and not isinstance(value, bool) and key != 'step':
+      out[f'{prefix}{key}'] = value
+  return out
+
+
+def write_results(workdir: str, metrics: dict) -> epath.Path:
+  """Writes ``eval/metrics_step<N>.json`` and TensorBoard scalars at step N (process 0 only).
+
+  Args:
+    workdir: the training workdir.
+    metrics: JSON-serialisable, with an int 'step'; +inf is written as Infinity.
+
+  Returns:
+    The path of the JSON file.
+  """
+  out_dir = epath.Path(workdir) / EVAL_DIR
+  path = out_dir / f'metrics_step{metrics["step"]}.json'
+  if jax.process_index() == 0:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(metrics, indent=2) + '\n')
+    writer = metric_writers.create_default_writer(str(out_dir))
+    writer.write_scalars(metrics['step'], _scalars(metrics))
+    writer.close()
+  return path

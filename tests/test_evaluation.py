@@ -1,0 +1,154 @@
+"""Tests of --mode=eval: digit metrics, the classifier cache, the shared path and the registry."""
+
+import json
+import math
+from unittest import mock
+
+import numpy as np
+import pytest
+
+from ddgan_jax import evaluation
+from ddgan_jax import train
+from ddgan_jax.evaluation import classifier as classifier_lib
+from ddgan_jax.evaluation import common
+from ddgan_jax.evaluation import digits
+from tests.configs import tiny_digits
+
+SIZE = 16
+
+
+@pytest.fixture(scope='module')
+def cache_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp('classifier_cache'))
+
+
+@pytest.fixture(scope='module')
+def classifier(cache_dir):
+  return classifier_lib.load_or_train(classifier_lib.ClassifierSettings(image_size=SIZE), cache_dir)
+
+
+@pytest.fixture(scope='module')
+def split():
+  settings = classifier_lib.ClassifierSettings(image_size=SIZE)
+  return classifier_lib.digits_split(SIZE, settings.heldout_fraction, settings.seed)
+
+
+def test_split_is_stratified_disjoint_and_as_training_sees_it(split):
+  assert split.heldout_images.shape == (360, SIZE, SIZE, 1)
+  assert split.heldout_images.dtype == np.uint8 and split.train_images.shape[0] == 1437
+  np.testing.assert_array_equal(np.bincount(split.heldout_labels) // 10, [3] * 10)
+  train_rows = {im.tobytes() for im in split.train_images}
+  assert sum(im.tobytes() in train_rows for im in split.heldout_images) < 5  # Exact duplicates.
+
+
+def test_classifier_is_accurate_on_held_out_digits(classifier, split):
+  assert classifier.accuracy(split.heldout_images, split.heldout_labels) >= 0.97
+
+
+def test_score_separates_real_collapsed_and_noise(classifier, split):
+  real = digits.digit_scores(split.heldout_images, split.train_images, classifier)
+  zeros = split.heldout_images[split.heldout_labels == 0]
+  collapsed = digits.digit_scores(np.resize(zeros, (360, SIZE, SIZE, 1)), split.heldout_images,
+                                  classifier)
+  rng = np.random.default_rng(0)
+  noise = digits.digit_scores(rng.integers(0, 256, (360, SIZE, SIZE, 1), dtype=np.uint8),
+                              split.heldout_images, classifier)
+  assert real['confident_fraction'] >= 0.9
+  assert real['reverse_kl'] < 0.01 and real['num_images'] == 360
+  assert sum(real['class_histogram']) == pytest.approx(1.0)
+  assert collapsed['reverse_kl'] >= math.log(10) - 0.05
+  assert collapsed['class_histogram'][0] >= 0.99
+  assert collapsed['frechet_distance'] > 10 * real['frechet_distance']
+  assert noise['confident_fraction'] < 0.5
+  assert noise['frechet_distance'] > 10 * real['frechet_distance']
+
+
+def test_reverse_kl_closed_forms():
+  assert digits.reverse_kl_to_uniform(np.full(10, 7)) == pytest.approx(0.0, abs=1e-12)
+  assert digits.reverse_kl_to_uniform(np.eye(10)[4]) == pytest.approx(math.log(10), rel=1e-12)
+  # Uniform over 2 of 10 classes: log(10 / 2).
+  assert digits.reverse_kl_to_uniform([5, 5] + [0] * 8) == pytest.approx(math.log(5), rel=1e-12)
+
+
+def test_frechet_distance_of_gaussians_closed_form():
+  rng = np.random.default_rng(0)
+  a = rng.normal(size=(6, 6))
+  cov = a @ a.T + np.eye(6)
+  mu1, mu2 = rng.normal(size=6), rng.normal(size=6)
+  # For C2 = c C1: (C1 C2)^(1/2) = sqrt(c) C1, so the trace term is (1 - sqrt(c))^2 tr C1.
+  expected = np.sum((mu1 - mu2) ** 2) + (1.0 - 2.0) ** 2 * np.trace(cov)
+  assert digits.frechet_distance(mu1, cov, mu2, 4.0 * cov) == pytest.approx(expected, rel=1e-9)
+  var1, var2 = rng.uniform(0.5, 2.0, size=(2, 6))
+  expected = np.sum((np.sqrt(var1) - np.sqrt(var2)) ** 2)
+  assert digits.frechet_distance(mu1, np.diag(var1), mu1, np.diag(var2)) == pytest.approx(
+      expected, rel=1e-9)
+
+
+def test_frechet_distance_of_a_set_with_itself_and_of_singular_covariances():
+  features = np.random.default_rng(1).normal(size=(500, 16))
+  stats = digits.feature_statistics(features)
+  assert digits.frechet_distance(*stats, *stats) == pytest.approx(0.0, abs=1e-8)
+  singular = features.copy()
+  singular[:, 8:] = 0.0  # Dead features, as ReLUs give: rank-deficient covariance.
+  distance = digits.frechet_distance(*digits.feature_statistics(singular), *stats)
+  assert np.isfinite(distance) and distance > 0
+  with pytest.raises(ValueError, match='N >= 2'):
+    digits.feature_statistics(features[:1])
+
+
+def test_classifier_cache_is_reused_and_a_corrupt_file_retrained(tmp_path):
+  settings = classifier_lib.ClassifierSettings(image_size=8)
+  first = classifier_lib.load_or_train(settings, str(tmp_path))
+  (path,) = tmp_path.glob('digits_classifier_*.npz')
+  assert not first.from_cache and path.name == settings.cache_name()
+  second = classifier_lib.load_or_train(settings, str(tmp_path))
+  assert second.from_cache
+  images = np.zeros((3, 8, 8, 1), np.uint8)
+  np.testing.assert_allclose(second.predict(images)[0], first.predict(images)[0], rtol=1e-6)
+  path.write_bytes(b'not an npz file')
+  with mock.patch.object(classifier_lib.logging, 'warning') as warning:
+    third = classifier_lib.load_or_train(settings, str(tmp_path))
+  assert not third.from_cache and 'unreadable' in warning.call_args[0][0]
+  assert classifier_lib.load_or_train(settings, str(tmp_path)).from_cache
+  assert settings.cache_name() != classifier_lib.ClassifierSettings(image_size=8,
+                                                                    epochs=11).cache_name()
+
+
+def test_eval_of_a_trained_digits_run_writes_all_fields(tmp_path, cache_dir):
+  config = tiny_digits.get_config()
+  # 16x16, so that the module's cached classifier serves; one level and T = 2 to compile fast.
+  config.model.image_size = SIZE
+  config.model.nf = 8
+  config.model.ch_mult = (1,)
+  config.model.attn_resolutions = ()
+  config.diffusion.num_timesteps = 2
+  config.training.num_steps = 2
+  config.eval.num_samples = 12
+  config.eval.batch_size = 8
+  config.eval.cache_dir = cache_dir
+  workdir = tmp_path / 'run'
+  train.train_and_evaluate(config, str(workdir))
+  metrics = evaluation.evaluate(config, str(workdir))
+  written = json.loads((workdir / 'eval' / 'metrics_step2.json').read_text())
+  assert written == metrics
+  assert metrics['step'] == 2 and metrics['num_samples'] == 12 and metrics['dataset'] == 'digits'
+  assert metrics['device_kind'] and metrics['dtype'] == 'float32'
+  for part in ('samples', 'real'):
+    assert set(metrics[part]) == {'confident_fraction', 'class_histogram', 'reverse_kl',
+                                  'frechet_distance', 'num_images'}
+    assert len(metrics[part]['class_histogram']) == 10
+  assert metrics['samples']['num_images'] == 12
+  assert metrics['confident_ratio'] == pytest.approx(
+      metrics['samples']['confident_fraction'] / metrics['real']['confident_fraction'])
+  assert metrics['classifier']['heldout_accuracy'] >= 0.97
+  assert list((workdir / 'eval').glob('events.out.tfevents.*'))
+  assert int(common.restore_state(config, str(workdir), 2).step) == 2
+  with pytest.raises(FileNotFoundError, match='holds steps'):
+    common.restore_state(config, str(workdir), 3)
+
+
+def test_unsupported_dataset_names_the_supported_ones(tmp_path):
+  config = tiny_digits.get_config()
+  config.data.dataset = 'cifar10'
+  with pytest.raises(ValueError, match="supports 'toy2d', 'digits'"):
+    evaluation.evaluate(config, str(tmp_path))
