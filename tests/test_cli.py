@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -33,15 +32,13 @@ def _train_then_sample(workdir, devices, steps_per_run):
     return f['images']
 
 
-@pytest.mark.slow
-def test_one_device_eight_devices_and_resume_sample_the_same_images(tmp_path):
+def test_eight_devices_resumed_sample_what_one_device_straight_through_does(tmp_path):
   one = _train_then_sample(tmp_path / 'one', 1, [4])
   assert one.shape == (12, 8, 8, 1) and one.dtype == np.uint8
   assert one.std() > 20  # Far from flat grey, so agreement within 1 grey level means something.
-  eight = _train_then_sample(tmp_path / 'eight', 8, [4])
-  resumed = _train_then_sample(tmp_path / 'resumed', 1, [2, 4])
-  for other in (eight, resumed):
-    assert np.abs(one.astype(int) - other.astype(int)).max() <= 1
+  # One run that changes both the device count and stops halfway: either breaking shows here.
+  eight_resumed = _train_then_sample(tmp_path / 'eight', 8, [2, 4])
+  assert np.abs(one.astype(int) - eight_resumed.astype(int)).max() <= 1
 
 
 def test_eval_on_a_dataset_without_metrics_fails_clearly(tmp_path):
