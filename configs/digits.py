@@ -1,11 +1,13 @@
 """The quickstart: scikit-learn's 8x8 handwritten digits (1,797 images, shipped with the package,
 no download) upscaled to 16x16 grey images, on a small NCSN++ and discriminator, T = 4.
 
-Trains on 2 CPU cores in about 12 minutes (1,200 steps at about 1.8 steps/s, plus compilation) to
-samples that mostly read as digits:
+1,500 steps took 14.5 minutes on 2 CPU cores with compilation. The score of the EMA samples
+(1,000, digits classifier): 56.7% confidently classified against 96.1% for held-out real digits,
+class reverse KL 0.43 (README, "Quickstart"):
 
     python -m ddgan_jax.main --config=configs/digits.py --workdir=/tmp/ddgan_digits
     python -m ddgan_jax.main --config=configs/digits.py --workdir=/tmp/ddgan_digits --mode=sample
+    python -m ddgan_jax.main --config=configs/digits.py --workdir=/tmp/ddgan_digits --mode=eval
 """
 
 from configs import default
