@@ -14,9 +14,9 @@ from etils import epath
 import flax.linen as nn
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import orbax.checkpoint as ocp
 from PIL import Image
 
 from ddgan_jax import checkpoints
@@ -131,9 +131,20 @@ def _write_png(path: epath.Path, picture: np.ndarray) -> None:
 
 
 def restore_state(
-    config: ml_collections.ConfigDict, workdir: str, mesh: Mesh
+    config: ml_collections.ConfigDict, workdir: str, mesh: Mesh, step: int | None = None
 ) -> train_state_lib.TrainState:
-  """Restores the newest readable training state of ``workdir``, replicated over ``mesh``."""
+  """Restores a training state of ``workdir``, replicated over ``mesh``.
+
+  Args:
+    config: the config the run was trained with.
+    workdir: the training workdir.
+    mesh: the devices to replicate the state over.
+    step: the checkpoint's step; None restores the newest readable one.
+
+  Raises:
+    checkpoints.NoCheckpointError: no checkpoint, or none of ``step``; the message lists those
+      available.
+  """
   generator = models.build_generator(config)
   discriminator = models.build_discriminator(config)
   abstract = jax.eval_shape(
@@ -145,8 +156,18 @@ def restore_state(
                         abstract)
   ckpt = checkpoints.Checkpointer(workdir, config.checkpoint.max_to_keep)
   try:
-    return ckpt.restore_latest(target)
+    if step is None:
+      return ckpt.restore_latest(target)
+    available = sorted(ckpt.manager.all_steps())
+    if step not in available:
+      raise checkpoints.NoCheckpointError(
+          f'No checkpoint of step {step} in {ckpt.directory}; it holds steps {available}. Pass '
+          'one of them, or no step for the newest.'
+      )
+    return ckpt.manager.restore(step, args=ocp.args.StandardRestore(target))
   except checkpoints.NoCheckpointError as e:
+    if step is not None:
+      raise
     raise checkpoints.NoCheckpointError(
         f'{e} Train first (--mode=train with the same --workdir) or pass the workdir of a '
         'trained run.'

@@ -8,12 +8,9 @@ from absl import logging
 from clu import metric_writers
 from etils import epath
 import jax
-from jax.sharding import NamedSharding, PartitionSpec as P
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 
-from ddgan_jax import checkpoints
 from ddgan_jax import diffusion
 from ddgan_jax import models
 from ddgan_jax import sampling
@@ -26,28 +23,7 @@ def restore_state(
     config: ml_collections.ConfigDict, workdir: str, step: int | None
 ) -> train_state_lib.TrainState:
   """The training state of ``workdir`` at ``step`` (None: the newest readable one), replicated."""
-  mesh = sampling.make_mesh()
-  if step is None:
-    return sampling.restore_state(config, workdir, mesh)
-  abstract = jax.eval_shape(
-      lambda rng: train_state_lib.create_train_state(
-          rng, config, models.build_generator(config), models.build_discriminator(config), 1),
-      jax.random.PRNGKey(0),
-  )
-  replicated = NamedSharding(mesh, P())
-  target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
-                        abstract)
-  ckpt = checkpoints.Checkpointer(workdir, config.checkpoint.max_to_keep)
-  try:
-    steps = sorted(ckpt.manager.all_steps())
-    if step not in steps:
-      raise checkpoints.NoCheckpointError(
-          f'No checkpoint of step {step} in {ckpt.directory}; it holds steps {steps}. Pass one of '
-          'them, or no step for the newest.'
-      )
-    return ckpt.manager.restore(step, args=ocp.args.StandardRestore(target))
-  finally:
-    ckpt.close()
+  return sampling.restore_state(config, workdir, sampling.make_mesh(), step)
 
 
 def draw_samples(
