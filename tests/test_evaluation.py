@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from ddgan_jax import evaluation
+from ddgan_jax import sampling
 from ddgan_jax import train
 from ddgan_jax.evaluation import classifier as classifier_lib
-from ddgan_jax.evaluation import common
 from ddgan_jax.evaluation import digits
 from tests.configs import tiny_digits
 
@@ -142,9 +142,9 @@ def test_eval_of_a_trained_digits_run_writes_all_fields(tmp_path, cache_dir):
       metrics['samples']['confident_fraction'] / metrics['real']['confident_fraction'])
   assert metrics['classifier']['heldout_accuracy'] >= 0.97
   assert list((workdir / 'eval').glob('events.out.tfevents.*'))
-  assert int(common.restore_state(config, str(workdir), 2).step) == 2
+  assert int(sampling.restore_state(config, str(workdir), sampling.make_mesh(), 2).step) == 2
   with pytest.raises(FileNotFoundError, match='holds steps'):
-    common.restore_state(config, str(workdir), 3)
+    sampling.restore_state(config, str(workdir), sampling.make_mesh(), 3)
 
 
 def test_unsupported_dataset_names_the_supported_ones(tmp_path):

@@ -20,6 +20,7 @@ from etils import epath
 import jax
 import ml_collections
 
+from ddgan_jax import sampling
 from ddgan_jax.evaluation import common
 from ddgan_jax.evaluation import digits
 from ddgan_jax.evaluation import toy2d
@@ -57,7 +58,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, step: int | None =
   """
   family = family_for(config.data.dataset)
   family.check_config(config)
-  state = common.restore_state(config, workdir, step)
+  state = sampling.restore_state(config, workdir, sampling.make_mesh(), step)
   step = int(jax.device_get(state.step))
   samples = common.to_scoring_range(config, common.draw_samples(config, state))
   out_dir = epath.Path(workdir) / common.EVAL_DIR

@@ -19,13 +19,6 @@ from ddgan_jax import train_state as train_state_lib
 EVAL_DIR = 'eval'
 
 
-def restore_state(
-    config: ml_collections.ConfigDict, workdir: str, step: int | None
-) -> train_state_lib.TrainState:
-  """The training state of ``workdir`` at ``step`` (None: the newest readable one), replicated."""
-  return sampling.restore_state(config, workdir, sampling.make_mesh(), step)
-
-
 def draw_samples(
     config: ml_collections.ConfigDict, state: train_state_lib.TrainState
 ) -> np.ndarray:
