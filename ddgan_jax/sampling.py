@@ -22,6 +22,7 @@ from PIL import Image
 from ddgan_jax import checkpoints
 from ddgan_jax import diffusion
 from ddgan_jax import models
+from ddgan_jax import rng as rng_lib
 from ddgan_jax import train_state as train_state_lib
 
 SAMPLES_DIR = 'samples'
@@ -196,7 +197,8 @@ def sample_and_save(config: ml_collections.ConfigDict, workdir: str) -> epath.Pa
   generate = make_generate_fn(
       config, models.build_generator(config), diffusion.schedule_from_config(config), mesh
   )
-  samples = generate(state.generator_variables(ema=True), jax.random.PRNGKey(config.seed), num)
+  samples = generate(state.generator_variables(ema=True),
+                     rng_lib.seed_stream(config.seed, 'sample'), num)
   out_dir = epath.Path(workdir) / SAMPLES_DIR
   stem = f'step{step}_seed{config.seed}_n{num}'
   npz_path = out_dir / f'{stem}.npz'

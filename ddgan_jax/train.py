@@ -24,6 +24,7 @@ from ddgan_jax import checkpoints
 from ddgan_jax import diffusion
 from ddgan_jax import input_pipeline
 from ddgan_jax import models
+from ddgan_jax import rng as rng_lib
 from ddgan_jax import sampling
 from ddgan_jax import steps
 from ddgan_jax import train_state as train_state_lib
@@ -198,7 +199,7 @@ def train_and_evaluate(
   train_step = compile_train_step(steps.make_train_step(config, generator, discriminator, schedule),
                                   mesh)
   generate = sampling.make_generate_fn(config, generator, schedule, mesh)
-  grid_rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)
+  grid_rng = rng_lib.seed_stream(config.seed, 'grid')
   per_host = config.training.batch_size // jax.process_count()
   t = config.training
   hooks = [periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,

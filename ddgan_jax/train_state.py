@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from ddgan_jax import rng as rng_lib
+
 Params = Any
 
 
@@ -157,7 +159,8 @@ def create_train_state(
   """Initialises both networks, their optimisers and the EMA (equal to G at start).
 
   Args:
-    rng: PRNG key; split into init keys and the state's base key.
+    rng: the run's root key, ``PRNGKey(config.seed)``. The networks are initialised from its
+      'init' stream and the state's base key is its 'train' stream (``ddgan_jax.rng``).
     config: the full config.
     generator: the generator module.
     discriminator: the discriminator module.
@@ -167,7 +170,8 @@ def create_train_state(
     The step-0 state.
   """
   check_config(config)
-  rng_g, rng_d, rng_state = jax.random.split(rng, 3)
+  rng_g, rng_d = jax.random.split(rng_lib.stream(rng, 'init'))
+  rng_state = rng_lib.stream(rng, 'train')
   x = jnp.zeros(data_shape(config, 1), jnp.float32)
   t = jnp.zeros((1,), jnp.int32)
   z = jnp.zeros((1, config.model.nz), jnp.float32)

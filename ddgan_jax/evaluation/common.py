@@ -13,6 +13,7 @@ import numpy as np
 
 from ddgan_jax import diffusion
 from ddgan_jax import models
+from ddgan_jax import rng as rng_lib
 from ddgan_jax import sampling
 from ddgan_jax import train_state as train_state_lib
 
@@ -24,7 +25,7 @@ def draw_samples(
 ) -> np.ndarray:
   """``config.eval.num_samples`` EMA samples in batches of ``config.eval.batch_size``, logged.
 
-  Batch b is ``generate(fold_in(PRNGKey(config.seed), b))``, so the samples depend on the
+  Batch b is ``generate(fold_in(seed_stream(config.seed, 'eval'), b))``, so the samples depend on the
   checkpoint, seed, number and batch size only, not on the device count.
 
   Returns:
@@ -43,7 +44,7 @@ def draw_samples(
       sampling.make_mesh(),
   )
   variables = state.generator_variables(ema=True)
-  rng = jax.random.PRNGKey(config.seed)
+  rng = rng_lib.seed_stream(config.seed, 'eval')
   start = time.perf_counter()
   chunks, done = [], 0
   for b in range(math.ceil(num / batch)):
