@@ -1,12 +1,21 @@
-r"""Times the compiled networks, one training iteration and sampling, and prints a markdown table.
+r"""Times the compiled networks, one training iteration and sampling; prints a table or JSON.
 
     python -m ddgan_jax.benchmark --config=configs/cifar10.py --batch_size=8 --repeats=3
+    python -m ddgan_jax.benchmark --config=configs/cifar10.py --batch_size=256 \
+        --config.training.dtype=bfloat16 --json
 
-Timings are medians over ``--repeats`` calls after one warm-up call (which includes compilation,
-reported separately). Everything runs on the default JAX backend with random weights and data;
-the work per call does not depend on the weights.
+Timings are medians over ``--repeats`` calls after one warm-up call. The training step is
+compiled ahead of time, so its compilation is timed on its own (``compile_s``) and XLA's cost
+analysis gives its FLOPs. Everything runs on the default JAX backend with random weights and
+data; the work per call does not depend on the weights. ``--json`` prints one line with
+``train_step_s``, ``train_img_s``, ``compile_s``, ``sample_s_per_100``, ``sample_s_batch1``,
+``peak_memory_bytes`` (and where it was read: the device's allocator, or the host's peak RSS on
+CPU), ``flops_per_iteration`` and ``peak_fraction`` (of the device's dense peak for the dtype;
+null where the peak is not in ``PEAK_FLOPS``).
 """
 
+import json
+import resource
 import statistics
 import time
 
@@ -16,6 +25,7 @@ import jax
 import jax.numpy as jnp
 from ml_collections import config_flags
 
+from ddgan_jax import compilation
 from ddgan_jax import diffusion
 from ddgan_jax import models
 from ddgan_jax import sampling
@@ -24,14 +34,29 @@ from ddgan_jax import train
 from ddgan_jax import train_state as train_state_lib
 
 config_flags.DEFINE_config_file('config', None, 'Configuration to benchmark.', lock_config=True)
-flags.DEFINE_integer('batch_size', 8, 'Global batch size of every timed call.')
+flags.DEFINE_integer('batch_size', 8, 'Global batch size of the training step.')
 flags.DEFINE_integer('repeats', 3, 'Timed calls per row (after one warm-up call).')
+flags.DEFINE_bool('json', False, 'Print one JSON line instead of the markdown table.')
+flags.DEFINE_string('compilation_cache_dir', '',
+                    "Persistent compilation cache; '' (the default here) compiles from scratch, "
+                    'so that compile_s measures compilation.')
 flags.mark_flags_as_required(['config'])
 FLAGS = flags.FLAGS
 
+# Dense peak FLOP/s per chip by (device-kind substring, dtype): bfloat16 tensor cores / MXU, and
+# TF32 for float32 on NVIDIA GPUs (XLA's default float32 precision there).
+PEAK_FLOPS = {
+    ('H100', 'bfloat16'): 989e12, ('H100', 'float32'): 495e12,
+    ('H200', 'bfloat16'): 989e12, ('H200', 'float32'): 495e12,
+    ('A100', 'bfloat16'): 312e12, ('A100', 'float32'): 156e12,
+    ('TPU v4', 'bfloat16'): 275e12, ('TPU v5 lite', 'bfloat16'): 197e12,
+    ('TPU v5e', 'bfloat16'): 197e12, ('TPU v5p', 'bfloat16'): 459e12,
+    ('TPU v6', 'bfloat16'): 918e12,
+}
+
 
 def _time(fn, *args, repeats: int) -> tuple[float, float]:
-  """(first call incl. compilation, median of later calls) in seconds."""
+  """(first call, median of ``repeats`` later calls) in seconds."""
   start = time.perf_counter()
   jax.block_until_ready(fn(*args))
   first = time.perf_counter() - start
@@ -43,50 +68,104 @@ def _time(fn, *args, repeats: int) -> tuple[float, float]:
   return first, statistics.median(times)
 
 
-def run(config, batch: int, repeats: int) -> list[tuple[str, float, float, str]]:
-  """Times the rows of the table; returns (name, first-call s, median s, derived figure)."""
+def _flops(compiled) -> float | None:
+  analysis = compiled.cost_analysis()
+  if isinstance(analysis, (list, tuple)):
+    analysis = analysis[0] if analysis else None
+  return float(analysis['flops']) if analysis and 'flops' in analysis else None
+
+
+def peak_flops(device_kind: str, dtype: str) -> float | None:
+  """The dense peak FLOP/s of one device of ``device_kind`` in ``dtype``, if known."""
+  for (kind, kind_dtype), value in PEAK_FLOPS.items():
+    if kind in device_kind and kind_dtype == dtype:
+      return value
+  return None
+
+
+def _peak_memory() -> tuple[int, str]:
+  stats = jax.devices()[0].memory_stats() or {}
+  if 'peak_bytes_in_use' in stats:
+    return int(stats['peak_bytes_in_use']), 'device allocator, device 0'
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, 'host peak RSS'
+
+
+def run(config, batch: int, repeats: int) -> dict:
+  """Measures one config; returns the JSON figures plus 'rows' (name, first s, median s, note)."""
   config.training.batch_size = batch
   generator = models.build_generator(config)
   discriminator = models.build_discriminator(config)
   schedule = diffusion.schedule_from_config(config)
   mesh = sampling.make_mesh()
   keys = jax.random.split(jax.random.PRNGKey(config.seed), 3)
-  shape = train_state_lib.data_shape(config, batch)
-  x = jax.random.normal(keys[0], shape)
+  x = jax.random.normal(keys[0], train_state_lib.data_shape(config, batch))
   t = jnp.zeros((batch,), jnp.int32)
   z = jax.random.normal(keys[1], (batch, config.model.nz))
   state = jax.jit(lambda r: train_state_lib.create_train_state(
       r, config, generator, discriminator, batch))(keys[2])
-  g_vars = state.generator_variables()
   rows = []
 
-  g_fwd = jax.jit(generator.apply)
-  first, med = _time(g_fwd, g_vars, x, t, z, repeats=repeats)
+  first, med = _time(jax.jit(generator.apply), state.generator_variables(), x, t, z,
+                     repeats=repeats)
   rows.append(('generator forward', first, med, f'{1e3 * med / batch:.2f} ms/image'))
-  d_fwd = jax.jit(discriminator.apply)
-  first, med = _time(d_fwd, {'params': state.d_params}, x, t, x, repeats=repeats)
+  first, med = _time(jax.jit(discriminator.apply), {'params': state.d_params}, x, t, x,
+                     repeats=repeats)
   rows.append(('discriminator forward', first, med, f'{1e3 * med / batch:.2f} ms/image'))
 
-  step = train.compile_train_step(
+  jitted = train.compile_train_step(
       steps.make_train_step(config, generator, discriminator, schedule), mesh)
-  batch_arrays = {'image': jnp.clip(x, -1, 1), 'label': t}
+  batch_arrays = train.global_batch({'image': jnp.clip(x, -1, 1)}, mesh, batch)
+  start = time.perf_counter()
+  step = jitted.lower(state, batch_arrays).compile()
+  compile_s = time.perf_counter() - start
   holder = {'state': state}
 
-  def one_iteration(b):
-    holder['state'], metrics = step(holder['state'], b)
+  def one_iteration():
+    holder['state'], metrics = step(holder['state'], batch_arrays)
     return metrics
 
-  # The first call (step 0) applies R1; the timed ones mostly do not, as in training.
-  first, med = _time(one_iteration, batch_arrays, repeats=repeats)
-  rows.append(('training iteration (D+G)', first, med, f'{batch / med:.2f} images/s'))
+  # The warm-up call is step 0, which applies R1; the timed ones mostly do not, as in training.
+  first, train_s = _time(one_iteration, repeats=repeats)
+  rows.append(('training iteration (D+G)', compile_s + first, train_s,
+               f'{batch / train_s:.2f} images/s'))
 
+  variables = holder['state'].generator_variables(ema=True)
   generate = sampling.make_generate_fn(config, generator, schedule, mesh)
-  first, med = _time(lambda: generate(holder['state'].generator_variables(ema=True),
-                                      keys[0], config.sampling.batch_size), repeats=repeats)
-  per_100 = med / config.sampling.batch_size * 100
-  rows.append((f'sampling, T={config.diffusion.num_timesteps}, batch '
-               f'{config.sampling.batch_size}', first, med, f'{per_100:.2f} s/100 images'))
-  return rows
+  num = config.sampling.batch_size
+  first, med = _time(lambda: generate(variables, keys[0], num), repeats=repeats)
+  per_100 = med / num * 100
+  rows.append((f'sampling, T={config.diffusion.num_timesteps}, batch {num}', first, med,
+               f'{per_100:.3f} s/100 images'))
+  one_config = config.copy_and_resolve_references()
+  one_config.sampling.batch_size = 1
+  generate_one = sampling.make_generate_fn(one_config, generator, schedule, mesh)
+  first, batch1_s = _time(lambda: generate_one(variables, keys[0], 1), repeats=repeats)
+  rows.append((f'sampling, T={config.diffusion.num_timesteps}, batch 1', first, batch1_s,
+               f'{1e3 * batch1_s:.1f} ms/image'))
+
+  flops = _flops(step)
+  device = jax.devices()[0]
+  peak = peak_flops(device.device_kind, config.training.dtype)
+  memory, memory_source = _peak_memory()
+  return {
+      'backend': jax.default_backend(),
+      'device_kind': device.device_kind,
+      'device_count': jax.device_count(),
+      'jax_version': jax.__version__,
+      'dtype': config.training.dtype,
+      'batch_size': batch,
+      'train_step_s': train_s,
+      'train_img_s': batch / train_s,
+      'compile_s': compile_s,
+      'sample_s_per_100': per_100,
+      'sample_s_batch1': batch1_s,
+      'peak_memory_bytes': memory,
+      'peak_memory_source': memory_source,
+      'flops_per_iteration': flops,
+      'peak_fraction': (flops / train_s / (peak * jax.device_count())
+                        if flops and peak else None),
+      'rows': rows,
+  }
 
 
 def main(argv):
@@ -94,14 +173,22 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   if FLAGS.batch_size < 1 or FLAGS.repeats < 1:
     raise app.UsageError('--batch_size and --repeats must be positive.')
-  rows = run(FLAGS.config, FLAGS.batch_size, FLAGS.repeats)
-  device = jax.devices()[0]
-  print(f'\nBackend {jax.default_backend()}, {jax.device_count()} x {device.device_kind}, '
-        f'jax {jax.__version__}, batch {FLAGS.batch_size}, dtype {FLAGS.config.training.dtype}\n')
+  compilation.enable_persistent_cache(FLAGS.compilation_cache_dir)
+  result = run(FLAGS.config, FLAGS.batch_size, FLAGS.repeats)
+  rows = result.pop('rows')
+  if FLAGS.json:
+    print(json.dumps(result))
+    return
+  print(f"\nBackend {result['backend']}, {result['device_count']} x {result['device_kind']}, "
+        f"jax {result['jax_version']}, batch {FLAGS.batch_size}, dtype {result['dtype']}\n")
   print('| what | first call (s, incl. compile) | median (s) | derived |')
   print('|---|---|---|---|')
   for name, first, med, derived in rows:
     print(f'| {name} | {first:.2f} | {med:.3f} | {derived} |')
+  flops = result['flops_per_iteration']
+  print(f"\nTraining step: compiled in {result['compile_s']:.1f} s; "
+        f"{flops / 1e9 if flops else float('nan'):.1f} GFLOP per iteration; peak memory "
+        f"{result['peak_memory_bytes'] / 2**20:.0f} MiB ({result['peak_memory_source']}).")
 
 
 if __name__ == '__main__':

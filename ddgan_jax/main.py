@@ -15,6 +15,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from ddgan_jax import compilation
 from ddgan_jax import evaluation
 from ddgan_jax import sampling
 from ddgan_jax import train
@@ -30,6 +31,11 @@ flags.DEFINE_bool(
     'Call jax.distributed.initialize() first: set on every process of a multi-process run '
     '(multi-host TPU VM, SLURM, or JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID).'
 )
+flags.DEFINE_string(
+    'compilation_cache_dir', None,
+    "JAX's persistent compilation cache, so that a resumed or repeated run skips compilation. "
+    f"Default: $JAX_COMPILATION_CACHE_DIR, else {compilation.DEFAULT_CACHE_DIR}; '' turns it off."
+)
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -38,6 +44,7 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   if FLAGS.distributed:
     jax.distributed.initialize()
+  compilation.enable_persistent_cache(FLAGS.compilation_cache_dir)
   logging.info('JAX process %d of %d; local devices: %s', jax.process_index(), jax.process_count(),
                jax.local_devices())
   config = FLAGS.config

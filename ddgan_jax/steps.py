@@ -253,7 +253,7 @@ def make_train_step(
   centered = config.model.centered
   iteration = make_iteration(config, generator, discriminator, schedule)
 
-  def step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
+  def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
     x0 = batch['image'].astype(jnp.float32)
     if not centered:
       x0 = (x0 + 1.0) / 2.0  # The pipelines yield [-1, 1]; centered=False trains on [0, 1].
@@ -261,4 +261,4 @@ def make_train_step(
         jax.random.fold_in(state.rng, state.step), schedule, x0.shape, nz)
     return iteration(state, x0, noise)
 
-  return step
+  return train_step

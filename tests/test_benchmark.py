@@ -1,14 +1,45 @@
-"""The benchmark tool: every row is timed and positive, and the table prints."""
+"""The benchmark tool: every figure is measured and positive, and --json prints one parsable line."""
+
+import json
+import pathlib
+import subprocess
+import sys
 
 from ddgan_jax import benchmark
 from tests.configs import tiny
 
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
-def test_benchmark_rows_on_the_tiny_toy_config():
-  config = tiny.get_config()
-  rows = benchmark.run(config, batch=16, repeats=2)
-  names = [name for name, *_ in rows]
-  assert names[:3] == ['generator forward', 'discriminator forward', 'training iteration (D+G)']
-  assert names[3].startswith('sampling, T=4')
-  for _, first, median, derived in rows:
+_FIELDS = ('train_step_s', 'train_img_s', 'compile_s', 'sample_s_per_100', 'sample_s_batch1',
+           'peak_memory_bytes', 'flops_per_iteration')
+
+
+def test_benchmark_figures_on_the_tiny_toy_config():
+  result = benchmark.run(tiny.get_config(), batch=16, repeats=2)
+  names = [name for name, *_ in result['rows']]
+  assert names == ['generator forward', 'discriminator forward', 'training iteration (D+G)',
+                   'sampling, T=4, batch 16', 'sampling, T=4, batch 1']
+  for _, first, median, derived in result['rows']:
     assert first > 0 and median > 0 and derived
+  for field in _FIELDS:
+    assert result[field] > 0, field
+  assert abs(result['train_img_s'] * result['train_step_s'] - 16) < 1e-9
+  assert result['peak_fraction'] is None  # No peak is known for CPUs.
+
+
+def test_peak_flops_lookup():
+  assert benchmark.peak_flops('NVIDIA H100 80GB HBM3', 'bfloat16') == 989e12
+  assert benchmark.peak_flops('TPU v4', 'float32') is None
+  assert benchmark.peak_flops('cpu', 'float32') is None
+
+
+def test_json_flag_prints_one_line_with_every_field():
+  out = subprocess.run(
+      [sys.executable, '-m', 'ddgan_jax.benchmark', '--config=tests/configs/tiny.py',
+       '--batch_size=8', '--repeats=1', '--json'],
+      capture_output=True, text=True, check=True, timeout=300, cwd=REPO)
+  lines = [l for l in out.stdout.splitlines() if l.strip()]
+  assert len(lines) == 1, out.stdout
+  result = json.loads(lines[0])
+  for field in _FIELDS + ('peak_fraction', 'device_kind', 'dtype'):
+    assert field in result, field

@@ -19,8 +19,9 @@ def _run(args, devices=8, check=True):
   return proc
 
 
-def _train_then_sample(workdir, devices, steps_per_run):
+def _train_then_sample(workdir, devices, steps_per_run, cache=''):
   common = ['--config=tests/configs/tiny_digits.py', f'--workdir={workdir}', '--config.seed=3',
+            f'--compilation_cache_dir={cache}',
             '--config.training.batch_size=8', '--config.checkpoint.every_steps=2',
             '--config.training.sample_every=1000', '--config.sampling.num_images=12']
   for num_steps in steps_per_run:
@@ -37,7 +38,10 @@ def test_eight_devices_resumed_sample_what_one_device_straight_through_does(tmp_
   assert one.shape == (12, 8, 8, 1) and one.dtype == np.uint8
   assert one.std() > 20  # Far from flat grey, so agreement within 1 grey level means something.
   # One run that changes both the device count and stops halfway: either breaking shows here.
-  eight_resumed = _train_then_sample(tmp_path / 'eight', 8, [2, 4])
+  # Its second half and its sampling load their programs from the persistent compilation cache.
+  cache = tmp_path / 'xla_cache'
+  eight_resumed = _train_then_sample(tmp_path / 'eight', 8, [2, 4], cache=str(cache))
+  assert any(cache.iterdir())
   assert np.abs(one.astype(int) - eight_resumed.astype(int)).max() <= 1
 
 

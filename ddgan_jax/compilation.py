@@ -1,0 +1,71 @@
+"""XLA compilation: the persistent compilation cache, and a counter of backend compilations.
+
+The cache keeps compiled programs on disk, so a second run of the same config (a resume, a
+sample or eval run, a rerun of the tests) loads the training step instead of compiling it again.
+"""
+
+import collections
+import os
+
+from absl import logging
+import jax
+
+DEFAULT_CACHE_DIR = '~/.cache/ddgan_jax/xla'
+_BACKEND_COMPILE_EVENT = '/jax/core/compile/backend_compile_duration'
+
+
+def enable_persistent_cache(directory: str | None) -> str | None:
+  """Turns JAX's persistent compilation cache on in ``directory``; '' turns it off.
+
+  Args:
+    directory: the cache directory (``~`` expanded; local or gs://). None keeps the directory
+      that the ``JAX_COMPILATION_CACHE_DIR`` environment variable names, else uses
+      ``DEFAULT_CACHE_DIR``.
+
+  Returns:
+    The directory in use, or None when the cache is off.
+  """
+  if directory is None:
+    directory = os.environ.get('JAX_COMPILATION_CACHE_DIR') or DEFAULT_CACHE_DIR
+  if not directory:
+    jax.config.update('jax_compilation_cache_dir', None)
+    logging.info('The persistent compilation cache is off.')
+    return None
+  if '://' not in directory:
+    directory = os.path.expanduser(directory)
+    os.makedirs(directory, exist_ok=True)
+  jax.config.update('jax_compilation_cache_dir', directory)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
+  logging.info('Persistent compilation cache: %s', directory)
+  return directory
+
+
+class CompileCounter:
+  """Counts XLA backend compilations (not cache loads) inside a ``with`` block, by function name.
+
+  Attributes:
+    counts: function name -> number of backend compilations.
+    seconds: function name -> total compilation seconds.
+  """
+
+  def __init__(self):
+    self.counts = collections.Counter()
+    self.seconds = collections.Counter()
+
+  def _listen(self, event: str, duration: float, **kwargs) -> None:
+    if event == _BACKEND_COMPILE_EVENT:
+      name = kwargs.get('fun_name', '?')
+      self.counts[name] += 1
+      self.seconds[name] += duration
+
+  @property
+  def total(self) -> int:
+    """All backend compilations counted so far."""
+    return sum(self.counts.values())
+
+  def __enter__(self) -> 'CompileCounter':
+    jax.monitoring.register_event_duration_secs_listener(self._listen)
+    return self
+
+  def __exit__(self, *exc) -> None:
+    jax.monitoring.unregister_event_duration_listener(self._listen)
