@@ -230,6 +230,9 @@ def train_and_evaluate(
     writer.write_scalars(step, summary)
     pending, pending_start, window_start = [], step, time.time()
 
+  # Processes agree on the preemption step from the step each last reported; without a report,
+  # a notice that arrives before the first step would name a step this run never reaches.
+  ckpt.reached_preemption(start_step)
   try:
     with _SigtermFlag() as sigterm:
       for step in range(start_step, num_steps):
