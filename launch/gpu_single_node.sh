@@ -7,7 +7,7 @@
 # --gpus picks GPUs by index (CUDA_VISIBLE_DEVICES; default: all); --python is the interpreter
 # of the environment that has `pip install -e '.[cuda]'` (default: python). The run stays in the
 # foreground: start it inside tmux or screen to outlive the terminal. Running the same command
-# again resumes from the newest checkpoint in --workdir; Ctrl-C or SIGTERM saves one first.
+# again resumes from the newest checkpoint in --workdir; SIGTERM (kill PID) saves one first.
 # --dry-run prints the command instead of running it.
 # Example:
 #   launch/gpu_single_node.sh --config=configs/cifar10.py --workdir=/data/runs/cifar10 \
