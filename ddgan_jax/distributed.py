@@ -13,9 +13,9 @@ On CPU, cross-process collectives go through gloo (TCP), which needs the coordin
 so the setting is made here, before any backend starts.
 """
 
+from collections.abc import Iterator, Mapping
 import contextlib
 import dataclasses
-from collections.abc import Iterator, Mapping
 import os
 import sys
 import traceback
@@ -135,6 +135,7 @@ def exit_all_on_error() -> Iterator[None]:
   wait for it in their next collective. Instead the failing process prints its traceback and
   exits at once (status 1); the coordinator then misses its heartbeats and stops the others
   (within --heartbeat_timeout_s), naming the dead process. Single-process runs are not touched.
+  Use it as a context manager or as a decorator (of ``main``).
 
   Yields:
     Nothing; wraps the work of the run.

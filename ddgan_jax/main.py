@@ -50,6 +50,7 @@ flags.DEFINE_integer(
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
+@distributed.exit_all_on_error()
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -59,13 +60,12 @@ def main(argv):
   logging.info('JAX process %d of %d; local devices: %s', jax.process_index(), jax.process_count(),
                jax.local_devices())
   config = FLAGS.config
-  with distributed.exit_all_on_error():
-    if FLAGS.mode == 'train':
-      train.train_and_evaluate(config, FLAGS.workdir)
-    elif FLAGS.mode == 'sample':
-      sampling.sample_and_save(config, FLAGS.workdir)
-    else:
-      evaluation.evaluate(config, FLAGS.workdir)
+  if FLAGS.mode == 'train':
+    train.train_and_evaluate(config, FLAGS.workdir)
+  elif FLAGS.mode == 'sample':
+    sampling.sample_and_save(config, FLAGS.workdir)
+  else:
+    evaluation.evaluate(config, FLAGS.workdir)
 
 
 if __name__ == '__main__':
