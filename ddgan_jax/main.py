@@ -1,13 +1,16 @@
 r"""Command line for DDGAN: train, sample or evaluate.
 
   python -m ddgan_jax.main --config=configs/cifar10.py --workdir=DIR [--mode=train|sample|eval]
-      [--config.training.batch_size=256 ...] [--distributed]
+      [--config.training.batch_size=256 ...]
+      [--distributed | --coordinator_address=HOST:PORT --num_processes=N --process_id=I]
 
 Training resumes from the newest checkpoint in --workdir. --mode=sample writes
 config.sampling.num_images EMA samples under DIR/samples/; --mode=eval scores the newest checkpoint
 with the metrics of its dataset (the 2-D toy data or the digits; see ddgan_jax/evaluation) and
 writes DIR/eval/metrics_step<N>.json.
 """
+
+import os
 
 from absl import app
 from absl import flags
@@ -16,6 +19,7 @@ import jax
 from ml_collections import config_flags
 
 from ddgan_jax import compilation
+from ddgan_jax import distributed
 from ddgan_jax import evaluation
 from ddgan_jax import sampling
 from ddgan_jax import train
@@ -28,8 +32,21 @@ flags.DEFINE_string(
 flags.DEFINE_enum('mode', 'train', ['train', 'sample', 'eval'], 'What to do with the workdir.')
 flags.DEFINE_bool(
     'distributed', False,
-    'Call jax.distributed.initialize() first: set on every process of a multi-process run '
-    '(multi-host TPU VM, SLURM, or JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID).'
+    'Join a multi-process run, detecting it from a TPU VM slice or SLURM. Set on every process. '
+    'Elsewhere give --coordinator_address, --num_processes and --process_id instead.'
+)
+flags.DEFINE_string(
+    'coordinator_address', None,
+    'HOST:PORT of process 0 in a multi-process run (default: $JAX_COORDINATOR_ADDRESS). '
+    'Needs --num_processes and --process_id too.'
+)
+flags.DEFINE_integer('num_processes', None,
+                     'Processes in a multi-process run (default: $JAX_NUM_PROCESSES).')
+flags.DEFINE_integer('process_id', None,
+                     'This process, 0 .. num_processes - 1 (default: $JAX_PROCESS_ID).')
+flags.DEFINE_integer(
+    'heartbeat_timeout_s', 100,
+    'Multi-process runs: seconds after which a silent process counts as dead and the others stop.'
 )
 flags.DEFINE_string(
     'compilation_cache_dir', None,
@@ -39,11 +56,13 @@ flags.DEFINE_string(
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
+@distributed.exit_all_on_error()
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if FLAGS.distributed:
-    jax.distributed.initialize()
+  distributed.initialize(distributed.resolve(
+      FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+      os.environ, FLAGS.heartbeat_timeout_s))
   compilation.enable_persistent_cache(FLAGS.compilation_cache_dir)
   logging.info('JAX process %d of %d; local devices: %s', jax.process_index(), jax.process_count(),
                jax.local_devices())

@@ -173,6 +173,9 @@ def train_and_evaluate(
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
 
   latest = ckpt.latest_step()
+  # Processes agree on the preemption step from the step each last reported; without a report,
+  # a notice that arrives before the first step would name a step this run never reaches.
+  ckpt.reached_preemption(latest or 0)
   data_kwargs = dict(process_index=jax.process_index(), process_count=jax.process_count())
   train_iter, num_examples = input_pipeline.create_dataset(
       config, start_step=latest or 0, **data_kwargs

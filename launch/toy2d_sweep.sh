@@ -36,6 +36,7 @@ for t in $TIMESTEPS; do
       end=$(date +%s.%N)
       awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f\n", b - a }' > "$wd/train_seconds"
     fi
+    # shellcheck disable=SC2012  # The names are metrics_step<N>.json: ls -t is safe and short.
     metrics=$(ls -t "$wd"/eval/metrics_step*.json 2>/dev/null | head -n 1 || true)
     if [[ -z "$metrics" || "$metrics" -ot "$wd/train_seconds" ]]; then
       "$PYTHON" -m ddgan_jax.main "${flags[@]}" --mode=eval > "$wd/eval.log" 2>&1 \
