@@ -11,7 +11,7 @@ from absl import logging
 import jax
 
 DEFAULT_CACHE_DIR = '~/.cache/ddgan_jax/xla'
-_BACKEND_COMPILE_EVENT = '/jax/core/compile/backend_compile_duration'
+_LOWERING_EVENT = '/jax/core/compile/jaxpr_to_mlir_module_duration'
 
 
 def enable_persistent_cache(directory: str | None) -> str | None:
@@ -41,27 +41,22 @@ def enable_persistent_cache(directory: str | None) -> str | None:
 
 
 class CompileCounter:
-  """Counts XLA backend compilations (not cache loads) inside a ``with`` block, by function name.
+  """Counts the programs jitted inside a ``with`` block, by function name (``'jit(f)'``).
+
+  Each count is one lowering of a jitted function to XLA: a compilation, or a load from the
+  persistent cache when that holds the program. Calls that reuse a compiled program count 0.
 
   Attributes:
-    counts: function name -> number of backend compilations.
-    seconds: function name -> total compilation seconds.
+    counts: function name -> number of programs built.
   """
 
   def __init__(self):
     self.counts = collections.Counter()
-    self.seconds = collections.Counter()
 
   def _listen(self, event: str, duration: float, **kwargs) -> None:
-    if event == _BACKEND_COMPILE_EVENT:
-      name = kwargs.get('fun_name', '?')
-      self.counts[name] += 1
-      self.seconds[name] += duration
-
-  @property
-  def total(self) -> int:
-    """All backend compilations counted so far."""
-    return sum(self.counts.values())
+    del duration
+    if event == _LOWERING_EVENT:
+      self.counts[kwargs.get('fun_name', '?')] += 1
 
   def __enter__(self) -> 'CompileCounter':
     jax.monitoring.register_event_duration_secs_listener(self._listen)

@@ -15,7 +15,6 @@ def test_train_step_and_sampler_compile_once(tmp_path):
   config.training.num_steps = 8
   config.training.lazy_reg = 2
   config.training.sample_every = 3
-  compilation.enable_persistent_cache('')
   with compilation.CompileCounter() as counter:
     state = train.train_and_evaluate(config, str(tmp_path))
   assert int(state.step) == 8
