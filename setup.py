@@ -26,6 +26,6 @@ setuptools.setup(
     ],
     extras_require={
         'test': ['pytest>=8.0'],
-        'torch': ['torch>=2.13.0'],
+        'torch': ['torch>=2.13.0', 'pytorch-fid>=0.3.0'],
     },
 )
