@@ -92,17 +92,13 @@ def test_features_equal_on_one_and_eight_devices(variables):
   assert one[0].dtype == np.float32
   # Each device convolves a batch of 1 instead of 8, which may round differently.
   assert_trees_close(eight, one, 1e-5, 'features')
-  fid = lambda a, b: inception_metrics.frechet_distance(
-      *inception_metrics.feature_statistics(a), *inception_metrics.feature_statistics(b))
-  reference = one[0][::-1] + 1.0
-  assert fid(eight[0], reference) == pytest.approx(fid(one[0], reference), rel=1e-5)
 
 
 def test_bfloat16_features_are_float32_and_close(variables):
-  images = inception_fixture.fixture_images()['images32']
-  mesh = Mesh(np.asarray(jax.devices()[:1]), ('data',))
-  full = inception.make_features_fn(variables, mesh, 'float32', batch_size=2)(images)
-  half = inception.make_features_fn(variables, mesh, 'bfloat16', batch_size=2)(images)
+  images = np.random.default_rng(2).integers(0, 256, (5, 16, 16, 3), dtype=np.uint8)
+  mesh = Mesh(np.asarray(jax.devices()), ('data',))
+  full = inception.make_features_fn(variables, mesh, 'float32', batch_size=8)(images)
+  half = inception.make_features_fn(variables, mesh, 'bfloat16', batch_size=8)(images)
   assert half[0].dtype == np.float32 and half[1].dtype == np.float32
   assert_trees_close(half, full, 0.05, 'bfloat16 vs float32')
   with pytest.raises(ValueError, match='float16'):

@@ -13,6 +13,7 @@ scaled to [-1, 1]. Grey images are repeated to three channels.
 """
 
 from collections.abc import Callable
+import functools
 
 import flax.linen as nn
 import jax
@@ -258,6 +259,16 @@ def variables_template() -> dict:
   return jax.eval_shape(InceptionV3().init, jax.random.key(0), x)
 
 
+@functools.lru_cache(maxsize=8)
+def _sharded_forward(mesh: Mesh, dtype: str):
+  """The jitted preprocess + forward for a mesh and dtype, shared so that each compiles once."""
+  model = InceptionV3(dtype=DTYPES[dtype])
+  replicated = NamedSharding(mesh, P())
+  return jax.jit(lambda v, images: model.apply(v, preprocess(images)),
+                 in_shardings=(replicated, NamedSharding(mesh, P('data'))),
+                 out_shardings=replicated)
+
+
 def make_features_fn(
     variables: dict, mesh: Mesh, dtype: str = 'float32', batch_size: int = 200
 ) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
@@ -279,12 +290,8 @@ def make_features_fn(
   if batch_size < 1:
     raise ValueError(f'The Inception batch size must be positive, got {batch_size}.')
   batch = -(-batch_size // mesh.size) * mesh.size
-  model = InceptionV3(dtype=DTYPES[dtype])
-  replicated = NamedSharding(mesh, P())
-  sharded = NamedSharding(mesh, P('data'))
-  variables = jax.device_put(variables, replicated)
-  forward = jax.jit(lambda v, images: model.apply(v, preprocess(images)),
-                    in_shardings=(replicated, sharded), out_shardings=replicated)
+  forward = _sharded_forward(mesh, dtype)
+  variables = jax.device_put(variables, NamedSharding(mesh, P()))
 
   def features(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     images = np.asarray(images)
@@ -302,4 +309,3 @@ def make_features_fn(
     return np.concatenate(pool3), np.concatenate(logits)
 
   return features
-
