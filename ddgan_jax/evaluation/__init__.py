@@ -23,11 +23,14 @@ import ml_collections
 from ddgan_jax import sampling
 from ddgan_jax.evaluation import common
 from ddgan_jax.evaluation import digits
+from ddgan_jax.evaluation import image_metrics
 from ddgan_jax.evaluation import toy2d
 
 FAMILIES: dict[str, ModuleType] = {
     'toy2d': toy2d,
     'digits': digits,
+    **{name: image_metrics for name in (*image_metrics.INDEXED_SOURCES,
+                                        *image_metrics.STREAMING_DATASETS)},
 }
 
 
@@ -36,8 +39,8 @@ def family_for(dataset: str) -> ModuleType:
   if dataset not in FAMILIES:
     raise ValueError(
         f'--mode=eval has no metrics for config.data.dataset={dataset!r}; it supports '
-        f'{", ".join(repr(d) for d in FAMILIES)}. For other image data use --mode=sample and '
-        'score the written images with an external tool (e.g. FID).'
+        f'{", ".join(repr(d) for d in FAMILIES)}. For other data use --mode=sample and score the '
+        'written images, e.g. with python -m ddgan_jax.fid.'
     )
   return FAMILIES[dataset]
 
