@@ -1,12 +1,11 @@
-"""The config travels with the run: ``<workdir>/config.json``, written once and checked after.
+"""The config travels with the run: ``<workdir>/config.json``, kept from the first checkpoint on.
 
-Training writes the resolved config (every command-line override applied) the first time it
-runs in a workdir, from process 0; ``convert`` writes it beside a converted checkpoint. Later runs
+Training writes the resolved config (every command-line override applied) from process 0 until
+the run's first checkpoint exists; ``convert`` writes it beside a converted checkpoint. Later runs
 check their config against it: the fields that decide what the checkpoint holds and what its
 samples mean (``ARCHITECTURE_FIELDS``) must be equal, the others (sampling and evaluation
-settings, training length) may differ. ``--mode=sample`` and ``--mode=eval`` need no ``--config``
-when the file exists.
-"""
+settings, training length) may differ. With the file in place, no mode of ``ddgan_jax.main``
+needs ``--config``."""
 
 import json
 from typing import Any
@@ -123,8 +122,9 @@ def resolve(config: ml_collections.ConfigDict | None, workdir: str) -> ml_collec
   if saved is None:
     if config is None:
       raise ValueError(
-          f'{workdir} holds no {CONFIG_FILE} (runs save it when they first train or convert); '
-          'pass the config the run was trained with as --config.'
+          f'{workdir} holds no {CONFIG_FILE} (a run saves it when it first trains, or when '
+          'converted): pass a config (--config=FILE, or config= in Python), the one the run was '
+          'trained with or, for a new run, the one to train with.'
       )
     return config
   if config is None:

@@ -93,8 +93,9 @@ def stream_batches(
 ) -> Iterator[tuple[int, jax.Array, int]]:
   """Draws ``num`` samples batch by batch, logging progress; the one sampling loop.
 
-  Batch b is ``batch_fn(variables, fold_in(rng, b))``; the caller reads it (``gathered_rows`` or
-  ``local_rows``) before the next one is drawn, so the host never holds more than a batch.
+  Batch b is ``batch_fn(variables, fold_in(rng, b))``. Batch b + 1 is dispatched before b is
+  yielded, so the devices compute it while the caller reads b (``gathered_rows`` or
+  ``local_rows``): at most two batches are alive at a time, whatever ``num``.
 
   Args:
     batch_fn: from ``make_batch_fn``, drawing ``batch`` rows per call.
@@ -109,10 +110,15 @@ def stream_batches(
     with ``batch`` rows), and how many of its rows are wanted (the last batch is truncated).
   """
   progress = Progress(num, what)
-  for b in range(math.ceil(num / batch)):
-    start = b * batch
+  num_batches = math.ceil(num / batch)
+  draw = lambda b: batch_fn(variables, jax.random.fold_in(rng, b))
+  pending = draw(0)
+  for b in range(num_batches):
+    out, start = pending, b * batch
+    if b + 1 < num_batches:
+      pending = draw(b + 1)
     count = min(batch, num - start)
-    yield start, batch_fn(variables, jax.random.fold_in(rng, b)), count
+    yield start, out, count
     progress.update(start + count)
 
 
@@ -135,7 +141,7 @@ def local_rows(out: jax.Array, count: int) -> list[tuple[int, np.ndarray]]:
   cut into one contiguous block per process. Together the processes cover each row once.
   """
   if out.is_fully_replicated:
-    rows = out.addressable_data(0)
+    rows = np.asarray(out.addressable_data(0))
     p, n = jax.process_index(), jax.process_count()
     lo, hi = p * out.shape[0] // n, (p + 1) * out.shape[0] // n
     blocks = {lo: rows[lo:hi]}
@@ -168,7 +174,7 @@ def make_generate_fn(
   def generate(variables, rng: jax.Array, num: int) -> np.ndarray:
     return np.concatenate([
         gathered_rows(out, count) for _, out, count in
-        stream_batches(batch_fn, variables, rng, num, config.sampling.batch_size, 'Samples')
+        stream_batches(batch_fn, variables, rng, num, config.sampling.batch_size, 'Sampled')
     ])
 
   return generate
