@@ -137,8 +137,9 @@ def record(config: ml_collections.ConfigDict, workdir: str, has_checkpoints: boo
   """Writes ``config`` to ``workdir``, or checks it against the saved one once checkpoints exist.
 
   The file is written until the first checkpoint (nothing depends on it before, so a run that
-  failed early can restart with another architecture) and kept as is after. Process 0 writes;
-  every process checks, so that all of them fail alike.
+  failed early can restart with another architecture) and kept as is after; a workdir whose
+  checkpoints predate saved configs gets none. Process 0 writes; every process checks, so that
+  all of them fail alike.
 
   Args:
     config: the resolved config of this run.
@@ -149,8 +150,12 @@ def record(config: ml_collections.ConfigDict, workdir: str, has_checkpoints: boo
     ValueError: checkpoints exist and the saved config's architecture differs from ``config``'s.
   """
   saved = load(workdir)
-  if has_checkpoints and saved is not None:
-    check(config, saved, workdir)
+  if has_checkpoints:
+    if saved is None:
+      logging.info('%s predates saved configs; it stays without one (pass --config to use it).',
+                   workdir)
+    else:
+      check(config, saved, workdir)
     return
   if jax.process_index() == 0:
     target = path(workdir)
