@@ -14,6 +14,7 @@ from absl import logging
 from etils import epath
 import jax
 from jax.experimental import multihost_utils
+import ml_collections
 import orbax.checkpoint as ocp
 
 from ddgan_jax.train_state import TrainState
@@ -26,7 +27,7 @@ class NoCheckpointError(FileNotFoundError):
   """The workdir holds no checkpoint."""
 
 
-def from_config(workdir: str, config) -> 'Checkpointer':
+def from_config(workdir: str, config: ml_collections.ConfigDict) -> 'Checkpointer':
   """The ``Checkpointer`` of ``workdir`` with the retention of ``config.checkpoint``."""
   return Checkpointer(workdir, config.checkpoint.max_to_keep, config.checkpoint.keep_every_steps)
 
