@@ -96,12 +96,18 @@ def get_config() -> ml_collections.ConfigDict:
   checkpoint = config.checkpoint = ml_collections.ConfigDict()
   checkpoint.every_steps = 1000
   checkpoint.max_to_keep = 3
+  checkpoint.keep_every_steps = 0  # Also keep every checkpoint whose step is a multiple; 0: none.
 
-  # Sampling (--mode=sample).
+  # Sampling (--mode=sample and ddgan_jax.load_sampler).
   sampling = config.sampling = ml_collections.ConfigDict()
   sampling.num_images = 64
-  sampling.batch_size = 64
-  sampling.grid_images = 64  # EMA samples in the picture logged every training.sample_every steps.
+  sampling.batch_size = 64  # Part of the seed: the same seed at another batch size differs.
+  sampling.step = -1  # The checkpoint to sample; -1: the newest.
+  sampling.format = 'npz'  # 'npz': uint8 NHWC shards; 'png': one file per image.
+  sampling.shard_size = 10_000  # Images per .npz shard (the most the host holds at once).
+  # EMA samples in the pictures: the grid logged every training.sample_every steps, and the one
+  # --mode=sample writes beside the samples.
+  sampling.grid_images = 64
 
   # Evaluation (--mode=eval).
   evaluation = config.eval = ml_collections.ConfigDict()

@@ -1,7 +1,8 @@
 """Orbax checkpoints of the training state, with fallback past unreadable newest checkpoints.
 
 Layout under the workdir (local paths and gs:// alike):
-  checkpoints/<step>/                 one Orbax checkpoint per saved step (the last max_to_keep).
+  checkpoints/<step>/                 one Orbax checkpoint per saved step: the last max_to_keep,
+                                      plus every multiple of keep_every_steps.
   checkpoints_unreadable/<step>/      checkpoints that failed to restore, moved aside (never
                                       deleted) once an older one restored, so that later saves
                                       cannot collide with them.
@@ -13,6 +14,7 @@ from absl import logging
 from etils import epath
 import jax
 from jax.experimental import multihost_utils
+import ml_collections
 import orbax.checkpoint as ocp
 
 from ddgan_jax.train_state import TrainState
@@ -25,6 +27,11 @@ class NoCheckpointError(FileNotFoundError):
   """The workdir holds no checkpoint."""
 
 
+def from_config(workdir: str, config: ml_collections.ConfigDict) -> 'Checkpointer':
+  """The ``Checkpointer`` of ``workdir`` with the retention of ``config.checkpoint``."""
+  return Checkpointer(workdir, config.checkpoint.max_to_keep, config.checkpoint.keep_every_steps)
+
+
 class Checkpointer:
   """Saves and restores ``TrainState`` under ``workdir/checkpoints``.
 
@@ -33,18 +40,22 @@ class Checkpointer:
     manager: the underlying Orbax ``CheckpointManager`` (asynchronous saves).
   """
 
-  def __init__(self, workdir: str, max_to_keep: int):
+  def __init__(self, workdir: str, max_to_keep: int, keep_every_steps: int = 0):
     """Opens (creating it if needed) the checkpoint directory of ``workdir``.
 
     Args:
       workdir: the run's working directory; local or gs://.
       max_to_keep: how many of the newest checkpoints to keep.
+      keep_every_steps: also keep, for good, the checkpoints whose step is a multiple of this;
+        0 keeps no others.
     """
     self._workdir = epath.Path(workdir)
     self.directory = self._workdir / CHECKPOINT_DIR
     self.manager = ocp.CheckpointManager(
         self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, keep_period=keep_every_steps or None, create=True
+        ),
     )
 
   def save(self, state: TrainState) -> bool:

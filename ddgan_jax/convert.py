@@ -9,12 +9,11 @@ Command line (``.pth`` files need the ``torch`` extra; ``.npz`` state dicts need
 
     python -m ddgan_jax.convert --config=configs/cifar10.py --checkpoint=netG_1200.pth \
         --workdir=/tmp/ddgan_cifar10_official
-    python -m ddgan_jax.main --config=configs/cifar10.py --workdir=/tmp/ddgan_cifar10_official \
-        --mode=sample
+    python -m ddgan_jax.main --workdir=/tmp/ddgan_cifar10_official --mode=sample
 
 The first writes the converted EMA generator into a new ``workdir`` as a step-0 training
-checkpoint (generator and EMA set to the official weights, a freshly initialised discriminator);
-the second restores it and samples.
+checkpoint (generator and EMA set to the official weights, a freshly initialised discriminator)
+with the config beside it (``config.json``); the second restores it and samples.
 
 Layouts: PyTorch Linear weights are (out, in) and become Flax kernels (in, out); convolution
 weights (O, I, kh, kw) become (kh, kw, I, O); GroupNorm ``weight`` becomes ``scale``; the ``NIN``
@@ -38,6 +37,7 @@ import numpy as np
 
 from ddgan_jax import checkpoints
 from ddgan_jax import models
+from ddgan_jax import run_config
 from ddgan_jax import train_state as train_state_lib
 
 _MODULE_PREFIX = 'module.'
@@ -227,7 +227,7 @@ def write_generator_checkpoint(
   Returns:
     The checkpoint directory.
   """
-  ckpt = checkpoints.Checkpointer(workdir, config.checkpoint.max_to_keep)
+  ckpt = checkpoints.from_config(workdir, config)
   try:
     if ckpt.latest_step() is not None:
       raise FileExistsError(
@@ -243,6 +243,7 @@ def write_generator_checkpoint(
         ema_params=jax.tree.map(jnp.copy, params),
         g_constants=variables.get('constants', state.g_constants),
     )
+    run_config.record(config, workdir, has_checkpoints=False)
     ckpt.save(state)
     ckpt.wait_until_finished()
   finally:
@@ -257,7 +258,7 @@ def main(argv):
   directory = write_generator_checkpoint(load_state_dict(args.checkpoint), args.config,
                                          args.workdir)
   logging.info('Wrote the converted generator to %s; sample with: python -m ddgan_jax.main '
-               '--config=... --workdir=%s --mode=sample', directory, args.workdir)
+               '--workdir=%s --mode=sample', directory, args.workdir)
 
 
 if __name__ == '__main__':

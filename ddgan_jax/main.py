@@ -4,10 +4,14 @@ r"""Command line for DDGAN: train, sample or evaluate.
       [--config.training.batch_size=256 ...]
       [--distributed | --coordinator_address=HOST:PORT --num_processes=N --process_id=I]
 
-Training resumes from the newest checkpoint in --workdir. --mode=sample writes
-config.sampling.num_images EMA samples under DIR/samples/; --mode=eval scores the newest checkpoint
-with the metrics of its dataset (the 2-D toy data or the digits; see ddgan_jax/evaluation) and
-writes DIR/eval/metrics_step<N>.json.
+Training saves the resolved config as DIR/config.json on its first run and resumes from the
+newest checkpoint in --workdir. Every mode then works without --config, from the saved one;
+--config=configs/saved.py:DIR takes the saved one with --config.* overrides. A --config that
+contradicts the saved architecture fails, naming the fields (ddgan_jax/run_config.py).
+--mode=sample streams config.sampling.num_images EMA samples to DIR/samples/
+(ddgan_jax/sample_files.py); --mode=eval scores the newest checkpoint with the metrics of its
+dataset (the 2-D toy data or the digits; see ddgan_jax/evaluation) and writes
+DIR/eval/metrics_step<N>.json.
 """
 
 import os
@@ -21,11 +25,15 @@ from ml_collections import config_flags
 from ddgan_jax import compilation
 from ddgan_jax import distributed
 from ddgan_jax import evaluation
-from ddgan_jax import sampling
+from ddgan_jax import run_config
+from ddgan_jax import sample_files
 from ddgan_jax import train
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file('config', None, 'Training configuration file.', lock_config=True)
+config_flags.DEFINE_config_file(
+    'config', None, 'Configuration file; optional once the workdir holds config.json.',
+    lock_config=True
+)
 flags.DEFINE_string(
     'workdir', None, 'Directory for checkpoints, summaries and samples (gs:// works).'
 )
@@ -53,7 +61,7 @@ flags.DEFINE_string(
     "JAX's persistent compilation cache, so that a resumed or repeated run skips compilation. "
     f"Default: $JAX_COMPILATION_CACHE_DIR, else {compilation.DEFAULT_CACHE_DIR}; '' turns it off."
 )
-flags.mark_flags_as_required(['config', 'workdir'])
+flags.mark_flags_as_required(['workdir'])
 
 
 @distributed.exit_all_on_error()
@@ -66,11 +74,11 @@ def main(argv):
   compilation.enable_persistent_cache(FLAGS.compilation_cache_dir)
   logging.info('JAX process %d of %d; local devices: %s', jax.process_index(), jax.process_count(),
                jax.local_devices())
-  config = FLAGS.config
+  config = run_config.resolve(FLAGS.config, FLAGS.workdir)
   if FLAGS.mode == 'train':
     train.train_and_evaluate(config, FLAGS.workdir)
   elif FLAGS.mode == 'sample':
-    sampling.sample_and_save(config, FLAGS.workdir)
+    sample_files.sample_and_save(config, FLAGS.workdir)
   else:
     evaluation.evaluate(config, FLAGS.workdir)
 

@@ -1,31 +1,31 @@
-"""Sampling with the EMA generator: batched, device-count independent, and written to disk.
+"""Sampling with the EMA generator: one batched, device-count independent loop, and pictures.
 
-``sample_and_save`` (``--mode=sample``) restores the newest checkpoint of a workdir and writes
-``samples/step<step>_seed<seed>_n<num>.npz`` (uint8 NHWC ``images``, or float32 ``samples``
-(N, D) for the 2-D toy data) plus a .png of the same name (an image grid, or a 2-D histogram).
-The name holds everything the samples depend on, so a rerun rewrites identical files only.
+Every sampler of the package (``--mode=sample`` in ``sample_files``, ``ddgan_jax.load_sampler``,
+``--mode=eval`` and the training grid) draws through ``stream_batches``: batch b of a stream is
+drawn from ``fold_in(key, b)`` at its full global shape and read before the next one, with its
+progress logged. ``restore_state`` restores any checkpoint of a workdir.
 """
 
-import io
+from collections.abc import Callable, Iterator
+import datetime
+import functools
 import math
+import time
+from typing import Any
 
 from absl import logging
-from etils import epath
 import flax.linen as nn
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
-from PIL import Image
 
 from ddgan_jax import checkpoints
 from ddgan_jax import diffusion
 from ddgan_jax import models
-from ddgan_jax import rng as rng_lib
 from ddgan_jax import train_state as train_state_lib
 
-SAMPLES_DIR = 'samples'
 _TOY_EXTENT = 6.0  # The toy histograms cover [-6, 6]^2; the toy data lie within about 4.5.
 _TOY_BINS = 256
 
@@ -40,17 +40,16 @@ def batch_sharding(mesh: Mesh, batch: int) -> NamedSharding:
   return NamedSharding(mesh, P('data') if batch % mesh.size == 0 else P())
 
 
-def make_generate_fn(
+def make_batch_fn(
     config: ml_collections.ConfigDict,
     generator: nn.Module,
     schedule: diffusion.Schedule,
     mesh: Mesh,
-):
-  """Returns generate(variables, rng, num) -> float32 samples (num, ...) as a numpy array.
+) -> Callable[[Any, jax.Array], jax.Array]:
+  """Returns batch_fn(variables, key) -> one global batch of float32 samples, split over 'data'.
 
-  The samples come in batches of ``config.sampling.batch_size``; batch b uses fold_in(rng, b)
-  and is drawn at its full (global) shape, so the result does not depend on the device count
-  or on ``num`` beyond truncation.
+  The batch has ``config.sampling.batch_size`` rows at its full (global) shape, so its numbers do
+  not depend on the device or process count. It is compiled once, on its first call.
   """
   batch = config.sampling.batch_size
   if batch < 1:
@@ -62,23 +61,123 @@ def make_generate_fn(
     g = lambda x, t, z: generator.apply(variables, x, t, z, train=False)
     return diffusion.sample(rng, schedule, g, shape, config.model.nz)
 
-  jitted = jax.jit(
+  return jax.jit(
       sample_batch, in_shardings=(replicated, replicated), out_shardings=batch_sharding(mesh, batch)
   )
 
+
+class Progress:
+  """Logs items done, items/s and an ETA, at most every ``every_s`` seconds and at the end."""
+
+  def __init__(self, total: int, what: str, every_s: float = 5.0):
+    self._total, self._what, self._every_s = total, what, every_s
+    self._start = self._last = time.perf_counter()
+
+  def update(self, done: int) -> None:
+    now = time.perf_counter()
+    if now - self._last < self._every_s and done < self._total:
+      return
+    self._last = now
+    rate = done / max(now - self._start, 1e-9)
+    eta = datetime.timedelta(seconds=round((self._total - done) / max(rate, 1e-9)))
+    logging.info('%s: %d/%d (%.1f/s, ETA %s).', self._what, done, self._total, rate, eta)
+
+
+def stream_batches(
+    batch_fn: Callable[[Any, jax.Array], jax.Array],
+    variables: Any,
+    rng: jax.Array,
+    num: int,
+    batch: int,
+    what: str,
+) -> Iterator[tuple[int, jax.Array, int]]:
+  """Draws ``num`` samples batch by batch, logging progress; the one sampling loop.
+
+  Batch b is ``batch_fn(variables, fold_in(rng, b))``. Batch b + 1 is dispatched before b is
+  yielded, so the devices compute it while the caller reads b (``gathered_rows`` or
+  ``local_rows``): at most two batches are alive at a time, whatever ``num``.
+
+  Args:
+    batch_fn: from ``make_batch_fn``, drawing ``batch`` rows per call.
+    variables: the generator's variables.
+    rng: the stream's key.
+    num: how many samples in all.
+    batch: the rows per call of ``batch_fn``.
+    what: a name for the progress log.
+
+  Yields:
+    (start, out, count): the global index of the batch's first row, the global batch (a jax.Array
+    with ``batch`` rows), and how many of its rows are wanted (the last batch is truncated).
+  """
+  progress = Progress(num, what)
+  num_batches = math.ceil(num / batch)
+  draw = lambda b: batch_fn(variables, jax.random.fold_in(rng, b))
+  pending = draw(0)
+  for b in range(num_batches):
+    out, start = pending, b * batch
+    if b + 1 < num_batches:
+      pending = draw(b + 1)
+    count = min(batch, num - start)
+    yield start, out, count
+    progress.update(start + count)
+
+
+@functools.cache
+def _replicator(mesh: Mesh) -> Callable[[jax.Array], jax.Array]:
+  return jax.jit(lambda a: a, out_shardings=NamedSharding(mesh, P()))
+
+
+def gathered_rows(out: jax.Array, count: int) -> np.ndarray:
+  """The first ``count`` rows of a global batch, on every process."""
+  if not out.is_fully_replicated:
+    out = _replicator(out.sharding.mesh)(out)
+  return np.asarray(out.addressable_data(0))[:count]
+
+
+def local_rows(out: jax.Array, count: int) -> list[tuple[int, np.ndarray]]:
+  """This process's share of the first ``count`` rows of a global batch, as (first row, rows).
+
+  A batch split over 'data' gives each process the rows its devices hold; a replicated one is
+  cut into one contiguous block per process. Together the processes cover each row once.
+  """
+  if out.is_fully_replicated:
+    rows = np.asarray(out.addressable_data(0))
+    p, n = jax.process_index(), jax.process_count()
+    lo, hi = p * out.shape[0] // n, (p + 1) * out.shape[0] // n
+    blocks = {lo: rows[lo:hi]}
+  else:
+    blocks = {}
+    for shard in out.addressable_shards:
+      blocks.setdefault(shard.index[0].start or 0, shard.data)
+  kept = []
+  for lo in sorted(blocks):
+    rows = np.asarray(blocks[lo])[:max(count - lo, 0)]
+    if len(rows):
+      kept.append((lo, rows))
+  return kept
+
+
+def make_generate_fn(
+    config: ml_collections.ConfigDict,
+    generator: nn.Module,
+    schedule: diffusion.Schedule,
+    mesh: Mesh,
+):
+  """Returns generate(variables, rng, num) -> float32 samples (num, ...) as a numpy array.
+
+  For the few samples of a picture: every process gets all of them. The samples are those of
+  ``stream_batches`` with batches of ``config.sampling.batch_size``, so they do not depend on the
+  device count or on ``num`` beyond truncation.
+  """
+  batch_fn = make_batch_fn(config, generator, schedule, mesh)
+
   def generate(variables, rng: jax.Array, num: int) -> np.ndarray:
-    chunks = []
-    for b in range(math.ceil(num / batch)):
-      out = jitted(variables, jax.random.fold_in(rng, b))
-      chunks.append(np.asarray(jax.device_get(_replicate(out, replicated))))
-    return np.concatenate(chunks)[:num]
+    return np.concatenate([
+        gathered_rows(out, count) for _, out, count in
+        stream_batches(batch_fn, variables, rng, num, config.sampling.batch_size, 'Sampled')
+    ])
 
   return generate
-
-
-def _replicate(x: jax.Array, replicated: NamedSharding) -> jax.Array:
-  """Gathers a sharded array so every process can read all of it."""
-  return jax.jit(lambda a: a, out_shardings=replicated)(x)
 
 
 def to_uint8(x: np.ndarray, centered: bool) -> np.ndarray:
@@ -125,12 +224,6 @@ def samples_picture(samples: np.ndarray, config: ml_collections.ConfigDict) -> n
   return image_grid(to_uint8(samples, config.model.centered))
 
 
-def _write_png(path: epath.Path, picture: np.ndarray) -> None:
-  buf = io.BytesIO()
-  Image.fromarray(picture[..., 0] if picture.shape[-1] == 1 else picture).save(buf, format='PNG')
-  path.write_bytes(buf.getvalue())
-
-
 def restore_state(
     config: ml_collections.ConfigDict, workdir: str, mesh: Mesh, step: int | None = None
 ) -> train_state_lib.TrainState:
@@ -155,7 +248,7 @@ def restore_state(
   replicated = NamedSharding(mesh, P())
   target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
                         abstract)
-  ckpt = checkpoints.Checkpointer(workdir, config.checkpoint.max_to_keep)
+  ckpt = checkpoints.from_config(workdir, config)
   try:
     if step is None:
       return ckpt.restore_latest(target)
@@ -175,41 +268,3 @@ def restore_state(
     ) from None
   finally:
     ckpt.close()
-
-
-def sample_and_save(config: ml_collections.ConfigDict, workdir: str) -> epath.Path:
-  """Draws ``config.sampling.num_images`` EMA samples from ``config.seed`` and writes them.
-
-  Args:
-    config: the config the run was trained with.
-    workdir: the training workdir (local or gs://); must hold a checkpoint.
-
-  Returns:
-    The path of the written .npz file.
-  """
-  num = config.sampling.num_images
-  if num < 1:
-    raise ValueError(f'config.sampling.num_images must be positive, got {num}.')
-  models.check_image_size(config)
-  mesh = make_mesh()
-  state = restore_state(config, workdir, mesh)
-  step = int(jax.device_get(state.step))
-  generate = make_generate_fn(
-      config, models.build_generator(config), diffusion.schedule_from_config(config), mesh
-  )
-  samples = generate(state.generator_variables(ema=True),
-                     rng_lib.seed_stream(config.seed, 'sample'), num)
-  out_dir = epath.Path(workdir) / SAMPLES_DIR
-  stem = f'step{step}_seed{config.seed}_n{num}'
-  npz_path = out_dir / f'{stem}.npz'
-  if jax.process_index() == 0:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    if samples.ndim == 2:
-      np.savez(buf, samples=samples.astype(np.float32))
-    else:
-      np.savez(buf, images=to_uint8(samples, config.model.centered))
-    npz_path.write_bytes(buf.getvalue())
-    _write_png(out_dir / f'{stem}.png', samples_picture(samples, config))
-    logging.info('Wrote %d samples of the step-%d EMA generator to %s.', num, step, npz_path)
-  return npz_path

@@ -25,6 +25,7 @@ from ddgan_jax import diffusion
 from ddgan_jax import input_pipeline
 from ddgan_jax import models
 from ddgan_jax import rng as rng_lib
+from ddgan_jax import run_config
 from ddgan_jax import sampling
 from ddgan_jax import steps
 from ddgan_jax import train_state as train_state_lib
@@ -169,7 +170,8 @@ def train_and_evaluate(
   generator = models.build_generator(config)
   discriminator = models.build_discriminator(config)
   schedule = diffusion.schedule_from_config(config)
-  ckpt = checkpoints.Checkpointer(workdir, config.checkpoint.max_to_keep)
+  ckpt = checkpoints.from_config(workdir, config)
+  run_config.record(config, workdir, has_checkpoints=ckpt.latest_step() is not None)
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
 
   latest = ckpt.latest_step()

@@ -137,6 +137,13 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         'config.checkpoint.every_steps and config.checkpoint.max_to_keep must be positive, got '
         f'{config.checkpoint.every_steps} and {config.checkpoint.max_to_keep}.'
     )
+  keep = config.checkpoint.keep_every_steps
+  if keep < 0 or (keep and keep % max(config.checkpoint.every_steps, 1)):
+    problems.append(
+        f'config.checkpoint.keep_every_steps={keep} must be 0 (keep only the newest) or a '
+        f'multiple of config.checkpoint.every_steps={config.checkpoint.every_steps}, so that '
+        'the checkpoints it keeps are written.'
+    )
   if problems:
     raise ValueError('Invalid training config:\n  ' + '\n  '.join(problems))
 

@@ -27,8 +27,8 @@ def _train_then_sample(workdir, devices, steps_per_run, cache=''):
   for num_steps in steps_per_run:
     _run(common + [f'--config.training.num_steps={num_steps}'], devices)
   _run(common + ['--mode=sample'], devices)
-  (npz,) = (workdir / 'samples').glob('*.npz')
-  assert (workdir / 'samples' / npz.name.replace('.npz', '.png')).is_file()
+  (npz,) = (workdir / 'samples').glob('*/images_*.npz')
+  assert (workdir / 'samples' / f'{npz.parent.name}.png').is_file()
   with np.load(npz) as f:
     return f['images']
 

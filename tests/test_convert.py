@@ -186,10 +186,10 @@ def test_cli_converts_an_official_generator_that_sampling_restores(tiny, tmp_pat
   subprocess.run(convert_cmd, check=True, cwd=root, env=env, capture_output=True)
   again = subprocess.run(convert_cmd, cwd=root, env=env, capture_output=True, text=True)
   assert again.returncode != 0 and 'already holds checkpoints' in again.stderr
-  subprocess.run([sys.executable, '-m', 'ddgan_jax.main', f'--config={config_file}',
-                  f'--workdir={workdir}', '--mode=sample'],
+  # The converted workdir carries its config: sampling needs no --config.
+  subprocess.run([sys.executable, '-m', 'ddgan_jax.main', f'--workdir={workdir}', '--mode=sample'],
                  check=True, cwd=root, env=env, capture_output=True)
-  (npz,) = (workdir / 'samples').glob('*.npz')
+  (npz,) = (workdir / 'samples').glob('*/images_*.npz')
   images = np.load(npz)['images']
   assert images.shape == (4, 16, 16, 3) and images.dtype == np.uint8
   # Official weights (perturbed) give varied images; a random or zero generator would give grey.

@@ -74,8 +74,17 @@ def test_incompatible_checkpoints_give_clear_error_and_stay(straight):
   before = sorted(p.name for p in (workdir / 'checkpoints').iterdir())
   config = _config(9)
   config.model.mlp_hidden = 8
-  with pytest.raises(RuntimeError, match='None of the checkpoints.*could be restored'):
+  with pytest.raises(ValueError, match='model.mlp_hidden: 8 vs saved 32'):
     train.train_and_evaluate(config, str(workdir))
+  # Without the saved config (a workdir older than saved configs) the restore itself fails.
+  saved, aside = workdir / 'config.json', workdir / 'config.json.aside'
+  saved.rename(aside)
+  try:
+    with pytest.raises(RuntimeError, match='None of the checkpoints.*could be restored'):
+      train.train_and_evaluate(config, str(workdir))
+    assert not saved.exists()
+  finally:
+    aside.rename(saved)
   assert sorted(p.name for p in (workdir / 'checkpoints').iterdir()) == before
   assert not (workdir / checkpoints.UNREADABLE_DIR).exists()
 

@@ -1,10 +1,7 @@
 """The path every metric family shares: restore the EMA generator, sample, write the results."""
 
 import json
-import math
-import time
 
-from absl import logging
 from clu import metric_writers
 from etils import epath
 import jax
@@ -25,11 +22,13 @@ def draw_samples(
 ) -> np.ndarray:
   """``config.eval.num_samples`` EMA samples in batches of ``config.eval.batch_size``, logged.
 
-  Batch b is ``generate(fold_in(seed_stream(config.seed, 'eval'), b))``, so the samples depend on the
-  checkpoint, seed, number and batch size only, not on the device count.
+  Batch b is drawn from ``fold_in(seed_stream(config.seed, 'eval'), b)`` by the loop every sampler
+  shares (``sampling.stream_batches``), so the samples depend on the checkpoint, seed, number and
+  batch size only, not on the device count.
 
   Returns:
-    float32 samples (N, ...) in the data's range: (N, H, W, C) images or (N, 2) toy points.
+    float32 samples (N, ...) in the data's range: (N, H, W, C) images or (N, 2) toy points, on
+    every process.
   """
   num, batch = config.eval.num_samples, config.eval.batch_size
   if num < 1 or batch < 1:
@@ -39,20 +38,14 @@ def draw_samples(
     )
   sample_config = config.copy_and_resolve_references()
   sample_config.sampling.batch_size = batch
-  generate = sampling.make_generate_fn(
+  batch_fn = sampling.make_batch_fn(
       sample_config, models.build_generator(config), diffusion.schedule_from_config(config),
       sampling.make_mesh(),
   )
-  variables = state.generator_variables(ema=True)
-  rng = rng_lib.seed_stream(config.seed, 'eval')
-  start = time.perf_counter()
-  chunks, done = [], 0
-  for b in range(math.ceil(num / batch)):
-    chunks.append(generate(variables, jax.random.fold_in(rng, b), min(batch, num - done)))
-    done += len(chunks[-1])
-    logging.info('Sampled %d/%d (%.1f samples/s).', done, num,
-                 done / (time.perf_counter() - start))
-  return np.concatenate(chunks)
+  stream = sampling.stream_batches(batch_fn, state.generator_variables(ema=True),
+                                   rng_lib.seed_stream(config.seed, 'eval'), num, batch,
+                                   'Sampled for evaluation')
+  return np.concatenate([sampling.gathered_rows(out, count) for _, out, count in stream])
 
 
 def to_scoring_range(config: ml_collections.ConfigDict, samples: np.ndarray) -> np.ndarray:
