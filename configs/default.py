@@ -112,6 +112,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Evaluation (--mode=eval).
   evaluation = config.eval = ml_collections.ConfigDict()
   evaluation.num_samples = 2500
+  evaluation.step = -1  # The checkpoint --mode=eval scores; -1: the newest.
   evaluation.batch_size = 500
   evaluation.cache_dir = '~/.cache/ddgan_jax'  # Digits classifier, Inception weights, FID refs.
   evaluation.confidence = 0.9  # Digits: a class probability this high counts as confident.

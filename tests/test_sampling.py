@@ -14,6 +14,7 @@ import pytest
 
 import ddgan_jax
 from ddgan_jax import checkpoints
+from ddgan_jax import evaluation
 from ddgan_jax import models
 from ddgan_jax import run_config
 from ddgan_jax import sample_files
@@ -202,6 +203,9 @@ def test_chosen_step_restores_it_and_keep_every_steps_keeps_its_multiples(tmp_pa
       written, ddgan_jax.load_sampler(str(tmp_path), step=4).sample_float(40, seed=0))
   with pytest.raises(FileNotFoundError, match=r'holds steps \[2, 4, 5\]'):
     ddgan_jax.load_sampler(str(tmp_path), step=3)
+  config.eval.step = 2
+  config.eval.num_samples = 32
+  assert evaluation.evaluate(config, str(tmp_path))['step'] == 2
   config.sampling.format = 'png'
   with pytest.raises(ValueError, match='needs images'):
     sample_files.sample_and_save(config, str(tmp_path))

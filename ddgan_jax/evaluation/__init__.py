@@ -53,7 +53,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, step: int | None =
   Args:
     config: the config the run was trained with.
     workdir: the training workdir; must hold a checkpoint.
-    step: the checkpoint's step; None scores the newest readable one.
+    step: the checkpoint's step; None takes ``config.eval.step``, where -1 scores the newest
+      readable one.
 
   Returns:
     What ``eval/metrics_step<N>.json`` holds: the family's metrics plus 'step', 'dataset',
@@ -61,6 +62,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, step: int | None =
   """
   family = family_for(config.data.dataset)
   family.check_config(config)
+  if step is None and config.eval.step >= 0:
+    step = config.eval.step
   state = sampling.restore_state(config, workdir, sampling.make_mesh(), step)
   step = int(jax.device_get(state.step))
   samples = common.to_scoring_range(config, common.draw_samples(config, state))
