@@ -18,7 +18,7 @@ from ddgan_jax import train_state as train_state_lib
 from ddgan_jax.evaluation import common
 from ddgan_jax.evaluation import digits
 
-SHORT_STEPS = 500
+SHORT_STEPS = 1000
 
 
 @pytest.mark.slow

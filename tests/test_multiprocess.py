@@ -18,6 +18,7 @@ import jax
 import numpy as np
 import pytest
 
+import ddgan_jax
 from ddgan_jax import distributed
 from ddgan_jax import input_pipeline
 from ddgan_jax import sampling
@@ -120,6 +121,31 @@ def test_two_processes_resume_one_process_run_stop_together_on_sigterm_and_match
   tolerances.assert_trees_close(params(from_two), params(reference), 1e-5, 'params')
   tolerances.assert_trees_close((from_two.g_opt_state, from_two.d_opt_state),
                                 (reference.g_opt_state, reference.d_opt_state), 1e-4, 'adam')
+
+
+def test_two_processes_sample_every_row_once_equal_to_one_process(tmp_path):
+  """--mode=sample on 2 processes: each writes its own rows; together each row exactly once."""
+  workdir = tmp_path / 'run'
+  train.train_and_evaluate(_config(2), str(workdir))
+  num = 40
+  started = _start_two(workdir, [[], []], ['--mode=sample', f'--config.sampling.num_images={num}',
+                                           '--config.sampling.shard_size=7'])
+  codes = _wait_all(started)
+  assert codes == [0, 0], '\n'.join(log.read_text()[-3000:] for _, log in started)
+  (out_dir,) = [p for p in (workdir / 'samples').iterdir() if p.is_dir()]
+  rows = {}
+  for path in out_dir.iterdir():
+    first, end = (int(n) for n in path.stem.split('_')[1:])
+    with np.load(path) as f:
+      shard = f['samples']
+    assert len(shard) == end - first <= 7
+    for i in range(first, end):
+      assert i not in rows, f'row {i} written twice'
+      rows[i] = shard[i - first]
+  assert sorted(rows) == list(range(num))
+  expected = ddgan_jax.load_sampler(str(workdir)).sample_float(num, seed=_config(2).seed)
+  tolerances.assert_trees_close(np.stack([rows[i] for i in range(num)]), expected, 1e-5,
+                                'samples')
 
 
 def test_an_error_in_one_process_stops_both_with_its_message(tmp_path):
