@@ -81,16 +81,6 @@ def load_mnist(config: ml_collections.ConfigDict, split: str) -> tuple[np.ndarra
   return images, labels.astype(np.int32)
 
 
-def check_available(settings: MnistSettings, config: ml_collections.ConfigDict) -> None:
-  """Unless the classifier is cached, prepares MNIST (downloading it where allowed) or raises.
-
-  Raises:
-    FileNotFoundError, ConnectionError, RuntimeError: as ``load_or_train``, at once.
-  """
-  if not directory(settings, config.eval.cache_dir).exists():
-    tfds_sources.prepared_builder('mnist', config)
-
-
 def _restore(path: epath.Path, settings: MnistSettings) -> MnistClassifier:
   with ocp.StandardCheckpointer() as checkpointer:
     params = checkpointer.restore(path, classifier_lib.abstract_params(settings))

@@ -15,6 +15,7 @@ import ml_collections
 import numpy as np
 
 from ddgan_jax.data import local
+from ddgan_jax.data import tfds_sources
 from ddgan_jax.evaluation import mnist_classifier
 from ddgan_jax.evaluation import modes
 
@@ -24,12 +25,16 @@ summary = modes.summary
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
-  """Fails fast, before any sampling: 32 x 32 x 3 images, and a classifier cached or trainable."""
+  """Fails fast, before any sampling: 32 x 32 x 3 images, and MNIST prepared or downloadable.
+
+  MNIST is read for the real reference (and to train the classifier on first use); where it is
+  not prepared and cannot be downloaded, this raises at once with the command that prepares it.
+  """
   size, channels = config.model.image_size, config.model.num_channels
   if (size, channels) != (DIGIT_SIZE + 2 * PAD, 3):
     raise ValueError(f'The Stacked-MNIST metrics crop 32 x 32 x 3 samples back to the 28 x 28 '
                      f'digits; got config.model.image_size={size}, num_channels={channels}.')
-  mnist_classifier.check_available(mnist_classifier.MnistSettings(), config)
+  tfds_sources.prepared_builder('mnist', config)
 
 
 def score(
