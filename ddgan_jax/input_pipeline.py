@@ -10,6 +10,8 @@
   'image_folder'   every JPEG/PNG under config.data.path, as RGB, resized and centre-cropped.
   'npz'            a uint8 image array (N, H, W, C) or (N, H, W) in the .npz file config.data.path.
   'digits'         scikit-learn's 1,797 8x8 digits resized to the image size: needs no network.
+  'stacked_digits' three of those digits as R, G, B (35,940 stacks drawn from config.seed), no
+                   flip, label 100 * d_R + 10 * d_G + d_B: Stacked-MNIST with no network.
   'toy2d'          2-D mixture of Gaussians config.data.toy (``ddgan_jax.toy2d.toy_batches``).
 
 A builder has the signature
@@ -70,6 +72,7 @@ DATASETS: dict[str, Builder] = {
     'image_folder': from_indexed(local.image_folder_source),
     'npz': from_indexed(local.npz_source),
     'digits': from_indexed(local.digits_source),
+    'stacked_digits': from_indexed(local.stacked_digits_source),
     'toy2d': toy2d.toy_batches,
 }
 

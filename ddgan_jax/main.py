@@ -10,8 +10,8 @@ newest checkpoint in --workdir. Every mode then works without --config, from the
 contradicts the saved architecture fails, naming the fields (ddgan_jax/run_config.py).
 --mode=sample streams config.sampling.num_images EMA samples to DIR/samples/
 (ddgan_jax/sample_files.py); --mode=eval scores the newest checkpoint with the metrics of its
-dataset (the 2-D toy data or the digits; see ddgan_jax/evaluation) and writes
-DIR/eval/metrics_step<N>.json.
+dataset (2-D toy modes, digits, stacked-digit or Stacked-MNIST modes, or FID and the other
+Inception metrics; see ddgan_jax/evaluation) and writes DIR/eval/metrics_step<N>.json.
 """
 
 import os

@@ -18,8 +18,8 @@ SIZE = 16
 
 
 @pytest.fixture(scope='module')
-def cache_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp('classifier_cache'))
+def cache_dir(digits_classifier_cache):
+  return digits_classifier_cache
 
 
 @pytest.fixture(scope='module')
@@ -150,5 +150,6 @@ def test_eval_of_a_trained_digits_run_writes_all_fields(tmp_path, cache_dir):
 def test_unsupported_dataset_names_the_supported_ones(tmp_path):
   config = tiny_digits.get_config()
   config.data.dataset = 'mnist'
-  with pytest.raises(ValueError, match="supports 'toy2d', 'digits', 'cifar10'"):
+  with pytest.raises(ValueError, match="supports 'toy2d', 'digits', 'stacked_digits', 'stackmnist', "
+                     "'cifar10'"):
     evaluation.evaluate(config, str(tmp_path))

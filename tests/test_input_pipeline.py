@@ -94,6 +94,33 @@ def test_digits_shapes_labels_and_no_flip():
   np.testing.assert_array_equal(rgb['image'][..., 0], rgb['image'][..., 2])
 
 
+def test_stacked_digits_stack_three_digits_drawn_from_the_seed():
+  config = make_config('stacked_digits', random_flip=True)
+  batches, n = input_pipeline.create_dataset(config)
+  assert n == 1797 * local.STACKED_DIGITS_PERMUTATIONS
+  digits = np.round(datasets.load_digits().images * (255 / 16)).astype(np.uint8)[..., None]
+  digit = {d.tobytes(): int(label)
+           for d, label in zip(local.resize_array(digits, 16), datasets.load_digits().target)}
+  channels = []
+  for _ in range(3):
+    batch = next(batches)
+    assert_batch(batch, (16, 16, 16, 3))
+    for image, label in zip(to_uint8(batch['image']), batch['label']):
+      d = [digit[image[..., c:c + 1].tobytes()] for c in range(3)]  # KeyError if flipped.
+      assert label == 100 * d[0] + 10 * d[1] + d[2]
+      channels.append(d)
+  assert len({tuple(d) for d in channels}) > 40  # Independent channels, not one digit thrice.
+  assert_resumes(config)
+  source = local.stacked_digits_source(config)
+  config.seed += 1
+  first = source.load(np.arange(64))[0]
+  np.testing.assert_array_equal(first, local.stacked_digits_source(make_config(
+      'stacked_digits')).load(np.arange(64))[0])
+  assert not np.array_equal(first, local.stacked_digits_source(config).load(np.arange(64))[0])
+  assert local.stacked_digits_source(make_config('stacked_digits',
+                                                 num_examples=50)).num_examples == 50
+
+
 @pytest.mark.parametrize('random_flip', [True, False])
 def test_npz_flips_only_when_asked(npz_file, random_flip):
   path, images = npz_file

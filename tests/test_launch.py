@@ -1,8 +1,11 @@
 """The launch scripts: what --dry-run prints, clear failures on missing arguments, shellcheck."""
 
+import json
+import os
 import pathlib
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -119,6 +122,52 @@ def test_help_prints_usage(script):
   proc = _run(script, '--help')
   assert proc.returncode == 0 and f'launch/{script} [--dry-run]' in proc.stdout
   assert '--dry-run prints' in proc.stdout
+
+
+def _finished_run(workdir, metrics, seconds):
+  """A sweep run that is trained and scored: the sweep only reads it."""
+  (workdir / 'eval').mkdir(parents=True)
+  (workdir / 'train_seconds').write_text(f'{seconds}\n')
+  (workdir / 'eval' / 'metrics_step10.json').write_text(json.dumps({'step': 10, **metrics}))
+  (workdir / 'eval.log').write_text(f'Step 10, {metrics["dataset"]}: scored\n')
+
+
+def test_timestep_sweep_tables_finished_runs(tmp_path):
+  def scores(modes, kl, confident):
+    return {'modes_covered': modes, 'reverse_kl': kl, 'confident_fraction': confident}
+
+  for t, seed, modes, seconds in [(1, 0, 990, 100), (1, 1, 994, 110), (4, 0, 1000, 200),
+                                  (4, 1, 998, 220)]:
+    _finished_run(tmp_path / f'T{t}_seed{seed}', {
+        'dataset': 'stacked_digits', 'num_samples': 26000,
+        'samples': scores(modes, 0.01 * t, 0.5), 'real': scores(1000, 0.02, 0.9 + 0.01 * seed),
+    }, seconds)
+  env = dict(os.environ, PYTHON=sys.executable, TIMESTEPS='1 4', SEEDS='0 1')
+  proc = subprocess.run(['bash', str(REPO / 'launch' / 'timestep_sweep.sh'),
+                         'configs/stacked_digits.py', str(tmp_path)], capture_output=True,
+                        text=True, timeout=60, env=env, check=False)
+  assert proc.returncode == 0, proc.stderr
+  table = proc.stdout.splitlines()[-7:]
+  assert table[0] == ('| T | modes covered (of 1000) | reverse KL | all three digits confident (%) '
+                      '| train time (s) |')
+  assert table[2] == '| 1 | 992.0 ± 2.8 | 0.0100 ± 0.0000 | 50.0 ± 0.0 | 105 ± 7 |'
+  assert table[3] == '| 4 | 999.0 ± 1.4 | 0.0400 ± 0.0000 | 50.0 ± 0.0 | 210 ± 14 |'
+  assert table[4] == '| real data | 1000.0 ± 0.0 | 0.0200 ± 0.0000 | 90.5 ± 0.7 |  |'
+  assert table[6] == 'Mean ± sample std over seeds 0, 1; 26000 EMA samples per run.'
+  assert (tmp_path / 'results.md').read_text().splitlines()[:5] == table[:5]
+  toy = tmp_path / 'toy'
+  _finished_run(toy / 'T2_seed0', {'dataset': 'toy2d', 'num_samples': 2500, 'modes_covered': 25,
+                                   'high_quality_fraction': 0.9, 'reverse_kl': 0.005}, 300)
+  proc = subprocess.run(['bash', str(REPO / 'launch' / 'toy2d_sweep.sh'), str(toy)],
+                        capture_output=True, text=True, timeout=60,
+                        env=dict(env, TIMESTEPS='2', SEEDS='0'), check=False)
+  assert proc.returncode == 0, proc.stderr
+  assert proc.stdout.splitlines()[-5:-2] == [
+      '| T | modes covered (of 25) | high-quality samples (%) | reverse KL | train time (s) |',
+      '|---|---|---|---|---|', '| 2 | 25.0 ± 0.0 | 90.0 ± 0.0 | 0.0050 ± 0.0000 | 300 ± 0 |']
+  proc = subprocess.run(['bash', str(REPO / 'launch' / 'timestep_sweep.sh'), 'no_such.py'],
+                        capture_output=True, text=True, timeout=30, check=False)
+  assert proc.returncode == 2 and 'Usage: launch/timestep_sweep.sh CONFIG' in proc.stderr
 
 
 @pytest.mark.skipif(shutil.which('shellcheck') is None,

@@ -7,7 +7,6 @@ import sys
 import tracemalloc
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 import pytest
@@ -15,56 +14,15 @@ import pytest
 import ddgan_jax
 from ddgan_jax import checkpoints
 from ddgan_jax import evaluation
-from ddgan_jax import models
 from ddgan_jax import run_config
 from ddgan_jax import sample_files
 from ddgan_jax import sampling
 from ddgan_jax import train_state as train_state_lib
+from tests import runs
 from tests.configs import tiny
 from tests.configs import tiny_digits
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _random_state(config) -> train_state_lib.TrainState:
-  """A state of ``config``'s shapes with fan-in scaled normal weights, built without compiling.
-
-  Initialising the networks compiles for a minute on a busy 2-core machine; numpy takes no time.
-  """
-  abstract = jax.eval_shape(lambda rng: train_state_lib.create_train_state(
-      rng, config, models.build_generator(config), models.build_discriminator(config), 1),
-                            jax.random.PRNGKey(config.seed))
-  rs = np.random.RandomState(config.seed)
-
-  def fill(path, leaf):
-    if not jnp.issubdtype(leaf.dtype, jnp.floating):
-      return jnp.zeros(leaf.shape, leaf.dtype)
-    if leaf.ndim >= 2:
-      fan_in = int(np.prod(leaf.shape[:-1]))
-      return jnp.asarray(rs.normal(size=leaf.shape) / np.sqrt(fan_in), leaf.dtype)
-    ones = jax.tree_util.keystr(path).endswith("['scale']")
-    return jnp.full(leaf.shape, 1.0 if ones else 0.0, leaf.dtype)
-
-  return jax.tree_util.tree_map_with_path(fill, abstract)
-
-
-def _write_run(workdir: pathlib.Path, config, steps) -> dict[int, dict]:
-  """A workdir with config.json and checkpoints of ``steps``, each with its own EMA weights.
-
-  Returns:
-    step -> the EMA parameters saved at that step.
-  """
-  state = _random_state(config)
-  run_config.record(config, str(workdir), has_checkpoints=False)
-  ckpt = checkpoints.from_config(str(workdir), config)
-  saved = {}
-  for step in steps:
-    ema = jax.tree.map(lambda p, s=step: p * (1.0 + 0.1 * s), state.g_params)
-    ckpt.save(state.replace(step=jnp.asarray(step, jnp.int32), ema_params=ema))
-    saved[step] = ema
-  ckpt.wait_until_finished()
-  ckpt.close()
-  return saved
 
 
 def _run_cli(args, devices):
@@ -100,7 +58,7 @@ def _image_config():
 def image_run(tmp_path_factory):
   """A workdir of ``_image_config`` with a step-0 checkpoint; its samples are far from flat grey."""
   workdir = tmp_path_factory.mktemp('image_run')
-  _write_run(workdir, _image_config(), [0])
+  runs.write_run(workdir, _image_config(), [0])
   return workdir
 
 
@@ -190,7 +148,7 @@ def test_chosen_step_restores_it_and_keep_every_steps_keeps_its_multiples(tmp_pa
   config.checkpoint.every_steps = 1
   config.checkpoint.max_to_keep = 1
   config.checkpoint.keep_every_steps = 2
-  saved = _write_run(tmp_path, config, [1, 2, 3, 4, 5])
+  saved = runs.write_run(tmp_path, config, [1, 2, 3, 4, 5])
   assert sorted(checkpoints.from_config(str(tmp_path), config).manager.all_steps()) == [2, 4, 5]
   state = sampling.restore_state(config, str(tmp_path), sampling.make_mesh(), 2)
   assert int(state.step) == 2

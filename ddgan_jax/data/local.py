@@ -1,4 +1,4 @@
-"""Sources that need no network: scikit-learn's digits, ``.npz`` image arrays and image folders.
+"""Sources that need no network: scikit-learn's digits, stacked or not, ``.npz`` arrays, folders.
 
 Each builder returns an ``IndexedSource`` whose images already have the configured size.
 """
@@ -17,6 +17,8 @@ from ddgan_jax.data import indexed
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png')
 _UNREADABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 _EXAMPLES_SHOWN = 5
+STACK_STREAM = 2  # The random stream of the digit triples (indexed.py uses 0 and 1).
+STACKED_DIGITS_PERMUTATIONS = 20  # Each digit appears 20 times in each channel: 35,940 stacks.
 
 
 def resize_center_crop(image: Image.Image, size: int) -> Image.Image:
@@ -58,13 +60,71 @@ def array_source(
   )
 
 
-def digits_source(config: ml_collections.ConfigDict) -> indexed.IndexedSource:
-  """The 1,797 8x8 handwritten digits shipped with scikit-learn (grayscale, labels 0-9, no flip)."""
+def _sklearn_digits(image_size: int) -> tuple[np.ndarray, np.ndarray]:
+  """scikit-learn's 1,797 8x8 digits scaled to uint8 and resized: (N, S, S, 1), labels (N,)."""
   from sklearn import datasets  # pylint: disable=g-import-not-at-top
 
   digits = datasets.load_digits()
   images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
-  return array_source(images, digits.target, config, random_flip=False)
+  return resize_array(images, image_size), digits.target
+
+
+def digits_source(config: ml_collections.ConfigDict) -> indexed.IndexedSource:
+  """The 1,797 8x8 handwritten digits shipped with scikit-learn (grayscale, labels 0-9, no flip)."""
+  images, labels = _sklearn_digits(config.model.image_size)
+  return array_source(images, labels, config, random_flip=False)
+
+
+def stack_three(
+    digits: np.ndarray, labels: np.ndarray, *, permutations: int, seed: int, num_examples: int,
+    image_size: int,
+) -> indexed.IndexedSource:
+  """Stacks of three grey digits as R, G, B, as Stacked-MNIST builds them; no flip.
+
+  Channel c of the stacks is ``permutations`` concatenated permutations of the N digits, drawn
+  from ``seed`` (stream ``STACK_STREAM``) one channel after the other, so the three channels are
+  independent and each digit appears ``permutations`` times in each. The label is
+  100 * d_R + 10 * d_G + d_B: one of the 1,000 modes.
+
+  Args:
+    digits: uint8 (N, H, W) grey digits.
+    labels: (N,) their classes, 0..9.
+    permutations: permutations of the digits per channel.
+    seed: the seed the triples are drawn from (config.seed).
+    num_examples: keep the first this many stacks; -1 keeps all permutations * N.
+    image_size: the stacks are resized to image_size x image_size (unchanged if H = W = it).
+
+  Returns:
+    A source of uint8 (n, image_size, image_size, 3) stacks and int32 labels (n,).
+  """
+  n = len(digits)
+  rng = np.random.default_rng([STACK_STREAM, seed & 0xFFFFFFFF])
+  triples = np.stack(
+      [np.concatenate([rng.permutation(n) for _ in range(permutations)]) for _ in range(3)],
+      axis=1,
+  )
+  triples = triples if num_examples < 0 else triples[:num_examples]
+
+  def load(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    t = triples[idx]
+    images = np.stack([digits[t[:, c]] for c in range(3)], axis=-1)
+    modes = 100 * labels[t[:, 0]] + 10 * labels[t[:, 1]] + labels[t[:, 2]]
+    return resize_array(images, image_size), modes.astype(np.int32)
+
+  return indexed.IndexedSource(num_examples=len(triples), load=load, random_flip=False)
+
+
+def stacked_digits_source(config: ml_collections.ConfigDict) -> indexed.IndexedSource:
+  """Stacked digits: three of scikit-learn's digits as R, G, B, drawn from config.seed; no flip.
+
+  The channels are the images of ``digits_source`` at config.model.image_size, stacked by
+  ``stack_three`` (each digit ``STACKED_DIGITS_PERMUTATIONS`` times per channel: 35,940 stacks).
+  The label is the mode, 100 * d_R + 10 * d_G + d_B.
+  """
+  images, labels = _sklearn_digits(config.model.image_size)
+  return stack_three(images[..., 0], labels, permutations=STACKED_DIGITS_PERMUTATIONS,
+                     seed=config.seed, num_examples=config.data.num_examples,
+                     image_size=config.model.image_size)
 
 
 def _npz_images(path: str) -> tuple[np.ndarray, np.ndarray | None]:

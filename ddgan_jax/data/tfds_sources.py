@@ -24,7 +24,6 @@ _DOWNLOAD_HOSTS = {  # Where TFDS downloads each dataset from: (host, port).
     'lsun/church_outdoor': ('dl.yf.io', 80),
 }
 _CELEBA_HQ_TAR = 'data256x256.tar'
-_STACK_STREAM = 2
 _EPOCH_STREAM = 3
 _NETWORK_TIMEOUT_S = 5.0
 _LOAD_CHUNK = 4096
@@ -114,11 +113,13 @@ def prepared_builder(name: str, config: ml_collections.ConfigDict):
   return builder
 
 
-def _load_train(name: str, config: ml_collections.ConfigDict) -> tuple[np.ndarray, np.ndarray]:
-  """Loads the whole train split of a small TFDS dataset: uint8 images (N, H, W, C), labels (N,)."""
+def load_split(
+    name: str, config: ml_collections.ConfigDict, split: str = 'train'
+) -> tuple[np.ndarray, np.ndarray]:
+  """Loads a whole split of a small TFDS dataset: uint8 images (N, H, W, C), labels (N,)."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
-  ds = prepared_builder(name, config).as_dataset(split='train').batch(_LOAD_CHUNK)
+  ds = prepared_builder(name, config).as_dataset(split=split).batch(_LOAD_CHUNK)
   chunks = list(tfds.as_numpy(ds))
   images = np.concatenate([c['image'] for c in chunks])
   return images, np.concatenate([c['label'] for c in chunks])
@@ -126,7 +127,7 @@ def _load_train(name: str, config: ml_collections.ConfigDict) -> tuple[np.ndarra
 
 def cifar10_source(config: ml_collections.ConfigDict) -> indexed.IndexedSource:
   """The 50,000 CIFAR-10 training images with their class labels; flipped if configured."""
-  images, labels = _load_train('cifar10', config)
+  images, labels = load_split('cifar10', config)
   return local.array_source(images, labels, config, random_flip=config.data.random_flip)
 
 
@@ -136,24 +137,11 @@ def stackmnist_source(config: ml_collections.ConfigDict) -> indexed.IndexedSourc
   Each channel's digits are two concatenated permutations of MNIST drawn from config.seed, so the
   three are independent. The label is 100 * d_R + 10 * d_G + d_B, one of the 1,000 modes.
   """
-  digits, digit_labels = _load_train('mnist', config)
-  digits = np.pad(digits[..., 0], ((0, 0), (2, 2), (2, 2)))
-  n = len(digits)
-  rng = np.random.default_rng([_STACK_STREAM, config.seed & 0xFFFFFFFF])
-  triples = np.stack(
-      [np.concatenate([rng.permutation(n), rng.permutation(n)]) for _ in range(3)], axis=1
-  )
-  limit = config.data.num_examples
-  triples = triples if limit < 0 else triples[:limit]
-  size = config.model.image_size
-
-  def load(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    t = triples[idx]
-    images = np.stack([digits[t[:, c]] for c in range(3)], axis=-1)
-    labels = (100 * digit_labels[t[:, 0]] + 10 * digit_labels[t[:, 1]] + digit_labels[t[:, 2]])
-    return local.resize_array(images, size), labels.astype(np.int32)
-
-  return indexed.IndexedSource(num_examples=len(triples), load=load, random_flip=False)
+  digits, labels = load_split('mnist', config)
+  return local.stack_three(np.pad(digits[..., 0], ((0, 0), (2, 2), (2, 2))), labels,
+                           permutations=2, seed=config.seed,
+                           num_examples=config.data.num_examples,
+                           image_size=config.model.image_size)
 
 
 def _num_train_examples(builder) -> int:

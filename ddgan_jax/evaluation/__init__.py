@@ -5,7 +5,8 @@ Every family shares one path (``evaluate``): restore the checkpoint, draw
 PNGs are, score them, and write ``<workdir>/eval/metrics_step<N>.json`` plus TensorBoard scalars
 under ``<workdir>/eval`` at step N.
 
-A family is a module with three functions (see ``toy2d`` and ``digits``):
+A family is a module with three functions (see ``toy2d``, ``digits``, ``stacked_digits``,
+``stacked_mnist`` and ``image_metrics``):
   check_config(config): fails fast on a config the family cannot score.
   score(config, samples, out_dir, step) -> dict: the metrics (JSON-serialisable); it may write
     extra files into out_dir (process 0 only).
@@ -24,11 +25,15 @@ from ddgan_jax import sampling
 from ddgan_jax.evaluation import common
 from ddgan_jax.evaluation import digits
 from ddgan_jax.evaluation import image_metrics
+from ddgan_jax.evaluation import stacked_digits
+from ddgan_jax.evaluation import stacked_mnist
 from ddgan_jax.evaluation import toy2d
 
 FAMILIES: dict[str, ModuleType] = {
     'toy2d': toy2d,
     'digits': digits,
+    'stacked_digits': stacked_digits,
+    'stackmnist': stacked_mnist,
     **{name: image_metrics for name in (*image_metrics.INDEXED_SOURCES,
                                         *image_metrics.STREAMING_DATASETS)},
 }

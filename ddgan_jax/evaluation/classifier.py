@@ -37,8 +37,8 @@ _VERSION = 1
 
 
 @dataclasses.dataclass(frozen=True)
-class ClassifierSettings:
-  """Everything the trained classifier depends on; its hash names the cache file."""
+class CNNSettings:
+  """How a ``DigitCNN`` is trained: everything its parameters depend on besides the data."""
 
   image_size: int
   widths: tuple[int, int] = (16, 32)
@@ -48,11 +48,21 @@ class ClassifierSettings:
   learning_rate: float = 1e-3
   max_shift: int = 1
   seed: int = 0
+
+  def digest(self, version: int) -> str:
+    """16 hex digits of a hash of these settings and of the training code's ``version``."""
+    text = json.dumps({'version': version, **dataclasses.asdict(self)}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassifierSettings(CNNSettings):
+  """Everything the digits classifier depends on; its hash names the cache file."""
+
   heldout_fraction: float = 0.2
 
   def cache_name(self) -> str:
-    text = json.dumps({'version': _VERSION, **dataclasses.asdict(self)}, sort_keys=True)
-    return f'digits_classifier_{hashlib.sha256(text.encode()).hexdigest()[:16]}.npz'
+    return f'digits_classifier_{self.digest(_VERSION)}.npz'
 
 
 class DigitCNN(nn.Module):
@@ -109,12 +119,13 @@ class DigitClassifier:
   """A trained ``DigitCNN``.
 
   Attributes:
-    settings: how it was trained.
+    settings: how it was trained (``ClassifierSettings`` for scikit-learn's digits,
+      ``mnist_classifier.MnistSettings`` for MNIST).
     params: its parameters.
     from_cache: whether they were read from the cache rather than trained now.
   """
 
-  settings: ClassifierSettings
+  settings: CNNSettings
   params: dict
   from_cache: bool
 
@@ -164,9 +175,17 @@ def _shifted(images: np.ndarray, max_shift: int, rng: np.random.Generator) -> np
   return np.stack([p[y:y + h, x:x + w] for p, y, x in zip(padded, dy, dx)])
 
 
-def train_classifier(settings: ClassifierSettings) -> dict:
-  """Trains a ``DigitCNN`` on the non-held-out digits with Adam; returns its params."""
-  split = digits_split(settings.image_size, settings.heldout_fraction, settings.seed)
+def fit(settings: CNNSettings, images: np.ndarray, labels: np.ndarray) -> dict:
+  """Trains a ``DigitCNN`` with Adam on shifted copies of the digits; returns its params.
+
+  Args:
+    settings: the network and its training; deterministic given these.
+    images: uint8 (N, S, S, 1) with S = settings.image_size, N >= settings.batch_size.
+    labels: int (N,) classes 0..9.
+
+  Returns:
+    The parameters, on the host.
+  """
   module = DigitCNN(settings.widths, settings.features)
   size = settings.image_size
   params = module.init(jax.random.PRNGKey(settings.seed), jnp.zeros((1, size, size, 1)))['params']
@@ -184,24 +203,28 @@ def train_classifier(settings: ClassifierSettings) -> dict:
     return optax.apply_updates(params, updates), opt_state
 
   rng = np.random.default_rng(settings.seed)
-  num_batches = len(split.train_labels) // settings.batch_size
+  num_batches = len(labels) // settings.batch_size
   for _ in range(settings.epochs):
-    order = rng.permutation(len(split.train_labels))
+    order = rng.permutation(len(labels))
     for b in range(num_batches):
       idx = order[b * settings.batch_size:(b + 1) * settings.batch_size]
-      images = _shifted(split.train_images[idx], settings.max_shift, rng)
-      params, opt_state = step(params, opt_state, images, split.train_labels[idx])
+      batch = _shifted(images[idx], settings.max_shift, rng)
+      params, opt_state = step(params, opt_state, batch, labels[idx])
   return jax.device_get(params)
+
+
+def abstract_params(settings: CNNSettings) -> dict:
+  """The shapes and dtypes (``jax.ShapeDtypeStruct``) of the params of ``settings``' network."""
+  size = settings.image_size
+  return jax.eval_shape(
+      DigitCNN(settings.widths, settings.features).init, jax.random.PRNGKey(0),
+      jnp.zeros((1, size, size, 1)),
+  )['params']
 
 
 def _read_params(path: pathlib.Path, settings: ClassifierSettings) -> dict:
   """Reads cached params, checking them against the shapes ``settings`` give."""
-  size = settings.image_size
-  abstract = jax.eval_shape(
-      DigitCNN(settings.widths, settings.features).init, jax.random.PRNGKey(0),
-      jnp.zeros((1, size, size, 1)),
-  )['params']
-  expected = traverse_util.flatten_dict(abstract, sep='/')
+  expected = traverse_util.flatten_dict(abstract_params(settings), sep='/')
   with np.load(path) as f:
     flat = {k: f[k] for k in f.files}
   if set(flat) != set(expected) or any(
@@ -239,9 +262,9 @@ def load_or_train(settings: ClassifierSettings, cache_dir: str) -> DigitClassifi
       logging.warning('The cached digit classifier %s is unreadable (%s: %s); retraining it.',
                       path, type(e).__name__, e)
   start = time.perf_counter()
-  params = train_classifier(settings)
-  classifier = DigitClassifier(settings, params, from_cache=False)
   split = digits_split(settings.image_size, settings.heldout_fraction, settings.seed)
+  params = fit(settings, split.train_images, split.train_labels)
+  classifier = DigitClassifier(settings, params, from_cache=False)
   logging.info(
       'Trained the %dx%d digit classifier in %.1f s: held-out accuracy %.4f; cached at %s.',
       settings.image_size, settings.image_size, time.perf_counter() - start,

@@ -13,7 +13,8 @@ image in dataset order, no flips, uint8 at the configured size and channels) and
 ``config.eval.cache_dir`` under a name holding the dataset, split, resolution, number of images,
 Inception dtype and a digest of the weights file; the cache holds ``mu``, ``sigma`` and the
 float32 ``features``. The streaming datasets (celeba_hq_256, lsun_church) need
-``config.eval.fid_reference``.
+``config.eval.fid_reference``. Stacked-MNIST is scored by its modes instead (``stacked_mnist.py``);
+for its FID, write samples with --mode=sample and compare them with ``python -m ddgan_jax.fid``.
 """
 
 import hashlib
@@ -36,7 +37,6 @@ from ddgan_jax.evaluation import inception_weights
 
 INDEXED_SOURCES = {
     'cifar10': tfds_sources.cifar10_source,
-    'stackmnist': tfds_sources.stackmnist_source,
     'image_folder': local.image_folder_source,
     'npz': local.npz_source,
 }
