@@ -91,8 +91,8 @@ def chain_from_level(
 ) -> jax.Array:
   """Noises x0 to level ``start`` and runs the reverse chain from there to level 0.
 
-  The steps draw as ``diffusion.sample`` does, which this is for ``start`` = T but for the first
-  point: x_start ~ q(x_start | x0) instead of N(0, I).
+  Each step draws its latent and posterior noise as ``diffusion.sample`` does; only the first
+  point differs: x_start ~ q(x_start | x0) instead of N(0, I).
 
   Args:
     rng: PRNG key.
@@ -185,6 +185,15 @@ def _batched(
   """``run(key, batch)`` over x0 (N, ...) in batches of config.eval.batch_size, rows gathered.
 
   The last batch is filled up with the first rows of x0 and its extra outputs are dropped.
+
+  Args:
+    config: the run's config (seed, eval.batch_size).
+    part: 'discriminator' or 'chains', for the keys (``batch_key``).
+    level: the level t or start level k, for the keys.
+    x0: (N, ...) float32 inputs.
+    run: maps a key and a batch (B, ...) to a global jax.Array, or a dict of them, of B rows.
+    progress: the progress log.
+    done: the items ``progress`` counted before this call.
 
   Returns:
     ``run``'s outputs for the N rows, concatenated (numpy arrays, or dicts of them).
