@@ -1,4 +1,5 @@
-"""Tests of config.eval.per_level: the AUC, chains from real data, the 'levels' block, the check."""
+"""Tests of config.eval.per_level: the AUC, chains from real data, the 'levels' block, the check
+and the device count."""
 
 import json
 from unittest import mock
@@ -86,7 +87,7 @@ def test_chains_with_an_exact_generator_reproduce_the_real_digits_scores(
     assert s['frechet_distance'] == pytest.approx(0.0, abs=1e-6)  # Against themselves.
 
 
-def test_per_level_eval_writes_every_level_on_1_and_8_devices(tmp_path, digits_classifier_cache):
+def test_per_level_eval_writes_every_level(tmp_path, digits_classifier_cache):
   config = _digits_config(digits_classifier_cache)
   runs.write_run(tmp_path, config, [5])
   with mock.patch.object(evaluation.logging, 'info') as info, mock.patch.object(
@@ -109,14 +110,6 @@ def test_per_level_eval_writes_every_level_on_1_and_8_devices(tmp_path, digits_c
   line = info.call_args[0][3]
   assert '\nPer level: D AUC ' in line and 'x_2 ' in line and '(n=12)' in line
 
-  one = Mesh(np.asarray(jax.devices()[:1]), ('data',))
-  state = sampling.restore_state(config, str(tmp_path), one)
-  train, _ = digits.level_images(config)
-  alone = levels.discriminator_levels(config, state, train[:12], one)
-  for name, level in alone.items():
-    for key, value in level.items():
-      assert value == pytest.approx(block['discriminator'][name][key], abs=1e-5), (name, key)
-
 
 def test_per_level_fails_at_startup_for_a_family_without_it(tmp_path):
   config = tiny.get_config()
@@ -124,3 +117,25 @@ def test_per_level_fails_at_startup_for_a_family_without_it(tmp_path):
   with pytest.raises(ValueError, match="dataset='toy2d' have no per-level part; those of "
                      "'digits' do"):
     evaluation.evaluate(config, str(tmp_path))  # No checkpoint: it fails before reading one.
+
+
+@pytest.mark.slow  # It compiles the networks once more, for one device: kept out of the default run.
+def test_per_level_numbers_do_not_depend_on_the_device_count(tmp_path, digits_classifier_cache):
+  config = _digits_config(digits_classifier_cache)
+  runs.write_run(tmp_path, config, [5])
+  train, heldout = digits.level_images(config)
+  results = []
+  for devices in (jax.devices()[:1], jax.devices()):
+    mesh = Mesh(np.asarray(devices), ('data',))
+    state = sampling.restore_state(config, str(tmp_path), mesh)
+    results.append((levels.discriminator_levels(config, state, train[:12], mesh),
+                    levels.chains_from_levels(config, state, heldout[:12], mesh)))
+  (d1, chains1), (d8, chains8) = results
+  assert list(d1) == list(d8) == ['level_0', 'level_1', 'level_2']
+  for name, level in d1.items():
+    for key, value in level.items():
+      assert value == pytest.approx(d8[name][key], abs=1e-5), (name, key)
+  assert sorted(chains1) == sorted(chains8) == [1, 2]
+  for k, samples in chains1.items():
+    difference = np.abs(samples.astype(int) - chains8[k].astype(int))
+    assert difference.max() <= 1 and np.mean(difference == 0) > 0.99  # Float rounding only.
