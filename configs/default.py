@@ -116,6 +116,8 @@ def get_config() -> ml_collections.ConfigDict:
   evaluation.batch_size = 500
   evaluation.cache_dir = '~/.cache/ddgan_jax'  # Digits classifier, Inception weights, FID refs.
   evaluation.confidence = 0.9  # Digits: a class probability this high counts as confident.
+  # Digits: also D's separation of real and fake pairs and chains from real data, per level.
+  evaluation.per_level = False
   # Images: the FID Inception (see ddgan_jax/evaluation/image_metrics.py and ddgan_jax/fid.py).
   evaluation.inception_weights = ''  # Converted .npz (or .pth); '' = cache_dir, then download.
   evaluation.inception_dtype = 'float32'  # Or 'bfloat16'; the features are float32 either way.

@@ -133,6 +133,7 @@ def test_eval_of_a_trained_digits_run_writes_all_fields(tmp_path, cache_dir):
   assert written == metrics
   assert metrics['step'] == 2 and metrics['num_samples'] == 12 and metrics['dataset'] == 'digits'
   assert metrics['device_kind'] and metrics['dtype'] == 'float32'
+  assert 'levels' not in metrics  # config.eval.per_level is off by default.
   for part in ('samples', 'real'):
     assert set(metrics[part]) == {'confident_fraction', 'class_histogram', 'reverse_kl',
                                   'frechet_distance', 'num_images'}

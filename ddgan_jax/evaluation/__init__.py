@@ -12,6 +12,11 @@ A family is a module with three functions (see ``toy2d``, ``digits``, ``stacked_
     extra files into out_dir (process 0 only).
   summary(metrics) -> str: a one-line account for the log.
 To add one, write such a module and map the dataset's name to it in ``FAMILIES``.
+
+With ``config.eval.per_level``, the metrics also hold 'levels': the discriminator's separation of
+real and fake pairs at every level and the family's scores of chains started from real data
+noised to each level (``levels.py``), for the families that define ``score_levels`` and its
+companions; for the others the config fails before anything is restored.
 """
 
 from types import ModuleType
@@ -25,6 +30,7 @@ from ddgan_jax import sampling
 from ddgan_jax.evaluation import common
 from ddgan_jax.evaluation import digits
 from ddgan_jax.evaluation import image_metrics
+from ddgan_jax.evaluation import levels
 from ddgan_jax.evaluation import stacked_digits
 from ddgan_jax.evaluation import stacked_mnist
 from ddgan_jax.evaluation import toy2d
@@ -50,6 +56,30 @@ def family_for(dataset: str) -> ModuleType:
   return FAMILIES[dataset]
 
 
+def per_level(config: ml_collections.ConfigDict) -> bool:
+  """``config.eval.per_level``; False for configs saved before the field existed."""
+  return bool(config.eval.get('per_level', False))
+
+
+def check_config(config: ml_collections.ConfigDict) -> ModuleType:
+  """Fails fast, before any checkpoint is read, on a config ``evaluate`` cannot score.
+
+  Returns:
+    The metric family of ``config.data.dataset``.
+  """
+  family = family_for(config.data.dataset)
+  family.check_config(config)
+  if per_level(config) and not hasattr(family, 'score_levels'):
+    supported = sorted({d for d, f in FAMILIES.items() if hasattr(f, 'score_levels')})
+    raise ValueError(
+        f'config.eval.per_level=True, but the metrics of config.data.dataset='
+        f'{config.data.dataset!r} have no per-level part; those of '
+        f'{", ".join(repr(d) for d in supported)} do. Set --config.eval.per_level=False, or give '
+        f'{family.__name__} score_levels, level_images and level_summary (see levels.py).'
+    )
+  return family
+
+
 def evaluate(config: ml_collections.ConfigDict, workdir: str, step: int | None = None) -> dict:
   """Scores the EMA generator of a checkpoint of ``workdir``.
 
@@ -63,13 +93,14 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, step: int | None =
 
   Returns:
     What ``eval/metrics_step<N>.json`` holds: the family's metrics plus 'step', 'dataset',
-    'num_samples', 'device_kind' and 'dtype' (config.training.dtype, the compute dtype).
+    'num_samples', 'device_kind' and 'dtype' (config.training.dtype, the compute dtype), and
+    'levels' (``levels.evaluate_levels``) when config.eval.per_level is True.
   """
-  family = family_for(config.data.dataset)
-  family.check_config(config)
+  family = check_config(config)
   if step is None and config.eval.step >= 0:
     step = config.eval.step
-  state = sampling.restore_state(config, workdir, sampling.make_mesh(), step)
+  mesh = sampling.make_mesh()
+  state = sampling.restore_state(config, workdir, mesh, step)
   step = int(jax.device_get(state.step))
   samples = common.to_scoring_range(config, common.draw_samples(config, state))
   out_dir = epath.Path(workdir) / common.EVAL_DIR
@@ -83,7 +114,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, step: int | None =
       'dtype': config.training.dtype,
       **family.score(config, samples, out_dir, step),
   }
+  line = family.summary(metrics)
+  if per_level(config):
+    metrics['levels'] = levels.evaluate_levels(config, state, family, mesh)
+    line += '.\nPer level: ' + levels.summary(metrics['levels'], family)
   path = common.write_results(workdir, metrics)
-  logging.info('Step %d, %s: %s. Written to %s.', step, config.data.dataset,
-               family.summary(metrics), path)
+  logging.info('Step %d, %s: %s. Written to %s.', step, config.data.dataset, line, path)
   return metrics

@@ -12,6 +12,10 @@ As the evaluation family of dataset 'digits', ``score`` reports these for the sa
 the held-out digits, which the classifier never saw) and for the held-out digits themselves
 (against the classifier's training digits): the latter are what data drawn from the training
 distribution score. Their 'confident_ratio' is samples' confident fraction / real's.
+
+With config.eval.per_level (``levels.py``), the chains started from real held-out digits noised to
+each level are scored as the samples are (``score_levels``); the discriminator's view takes the
+training digits as the run reads them (``level_images``).
 """
 
 import warnings
@@ -22,6 +26,7 @@ import ml_collections
 import numpy as np
 import scipy.linalg
 
+from ddgan_jax.data import local
 from ddgan_jax.evaluation import classifier as classifier_lib
 
 _SQRTM_EPS = 1e-6
@@ -160,6 +165,45 @@ def score(
           'confidence': confidence,
       },
   }
+
+
+def level_images(config: ml_collections.ConfigDict) -> tuple[np.ndarray, np.ndarray]:
+  """The real digits of the per-level metrics.
+
+  Returns:
+    uint8 (N, S, S, 1) training digits as the run reads them (``local.digits_source``, in dataset
+    order) and uint8 (M, S, S, 1) held-out digits of the classifier's split.
+  """
+  source = local.digits_source(config)
+  train, _ = source.load(np.arange(source.num_examples))
+  settings = classifier_lib.ClassifierSettings(image_size=config.model.image_size)
+  split = classifier_lib.digits_split(settings.image_size, settings.heldout_fraction,
+                                      settings.seed)
+  return train, split.heldout_images
+
+
+def score_levels(config: ml_collections.ConfigDict, chains: dict[int, np.ndarray]) -> dict:
+  """``digit_scores`` of the chains from each start level against the held-out digits.
+
+  Args:
+    config: the run's config; reads model.image_size, eval.cache_dir and eval.confidence.
+    chains: start level k -> uint8 (N, S, S, 1) samples of the chains started there.
+
+  Returns:
+    {k: digit_scores of chains[k]}, scored as ``score`` scores the samples from noise.
+  """
+  settings = classifier_lib.ClassifierSettings(image_size=config.model.image_size)
+  classifier = classifier_lib.load_or_train(settings, config.eval.cache_dir)
+  split = classifier_lib.digits_split(settings.image_size, settings.heldout_fraction,
+                                      settings.seed)
+  return {k: digit_scores(samples, split.heldout_images, classifier, config.eval.confidence)
+          for k, samples in chains.items()}
+
+
+def level_summary(scores: dict) -> str:
+  """A few words on the ``digit_scores`` of one start level, for the per-level log line."""
+  return (f'{100 * scores["confident_fraction"]:.1f}% confident, '
+          f'reverse KL {scores["reverse_kl"]:.3f}')
 
 
 def summary(metrics: dict) -> str:
