@@ -1,0 +1,105 @@
+"""Evaluation during training: the tracked metric every eval_every steps, logged, compiled once,
+and the best checkpoint, kept across a resume and restored by its step."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ddgan_jax import checkpoints
+from ddgan_jax import compilation
+from ddgan_jax import sampling
+from ddgan_jax import train
+from ddgan_jax.evaluation import common
+from ddgan_jax.evaluation import during_training
+from ddgan_jax.evaluation import toy2d
+from tests.configs import tiny
+
+_REAL_TRAINING_METRIC = toy2d.training_metric
+
+
+def _config(num_steps):
+  config = tiny.get_config()
+  config.training.num_steps = num_steps
+  config.training.eval_every = 2
+  config.checkpoint.max_to_keep = 1
+  config.eval.num_samples_train = 20
+  config.eval.batch_size = 16
+  return config
+
+
+def _script(monkeypatch, values):
+  """Makes the toy metric return ``values`` in turn; returns the list of samples it scored."""
+  scored = []
+
+  def training_metric(config, mesh):
+    del config, mesh
+
+    def metric(samples):
+      scored.append(samples)
+      return values[len(scored) - 1]
+
+    return 'reverse_kl', metric
+
+  monkeypatch.setattr(toy2d, 'training_metric', training_metric)
+  return scored
+
+
+def _logged(workdir, tag):
+  """step -> value of a scalar in the training's TensorBoard files."""
+  out = {}
+  for path in sorted(workdir.glob('events.out.tfevents.*')):
+    for event in tf.compat.v1.train.summary_iterator(str(path)):
+      for value in event.summary.value:
+        if value.tag == tag:
+          out[event.step] = float(tf.make_ndarray(value.tensor))
+  return out
+
+
+def _best_steps(workdir):
+  return sorted(int(p.name) for p in (workdir / 'checkpoints_best').iterdir())
+
+
+def test_best_checkpoint_is_kept_across_a_resume_and_restored_by_step(monkeypatch, tmp_path):
+  scored = _script(monkeypatch, [3.0, 1.0, 2.0])
+  with compilation.CompileCounter() as counter:
+    train.train_and_evaluate(_config(4), str(tmp_path))
+  # Grid sampler and evaluation sampler: one program each, for two evaluations.
+  assert counter.counts['jit(sample_batch)'] == 2, counter.counts
+  assert _best_steps(tmp_path) == [4]
+  # Resumed: 2.0 at step 6 is worse than the stored 1.0.
+  config = _config(6)
+  train.train_and_evaluate(config, str(tmp_path))
+  assert _best_steps(tmp_path) == [4]
+  assert sorted(int(p.name) for p in (tmp_path / 'checkpoints').iterdir()) == [6]
+  assert _logged(tmp_path, 'eval/reverse_kl') == {2: 3.0, 4: 1.0, 6: 2.0}
+  assert set(_logged(tmp_path, 'eval/sampling_seconds_per_100')) == {2, 4, 6}
+  kept = checkpoints.BestCheckpointer(str(tmp_path), 'reverse_kl')
+  assert kept.best() == (4, 1.0)
+  kept.close()
+
+  mesh = sampling.make_mesh()
+  best = sampling.restore_state(config, str(tmp_path), mesh, 4)
+  assert int(best.step) == 4
+  # What was scored at step 4: the first num_samples_train samples of --mode=eval's stream.
+  expected, _ = common.draw_samples(config, common.make_batch_fn(config, mesh),
+                                    best.generator_variables(ema=True), 20)
+  np.testing.assert_array_equal(scored[1], expected)
+  assert not np.array_equal(scored[0], scored[1])
+  assert _REAL_TRAINING_METRIC(config, mesh)[1](expected) == toy2d.mode_metrics(
+      expected, config.data.toy)['reverse_kl']
+
+
+def test_unsupported_settings_fail_before_training(tmp_path):
+  config = _config(2)
+  config.data.dataset = 'mnist'
+  with pytest.raises(ValueError, match="supports 'toy2d', 'digits'"):
+    during_training.Evaluator(config, str(tmp_path), sampling.make_mesh(), None)
+  config = _config(2)
+  config.eval.num_samples_train = 1
+  with pytest.raises(ValueError, match='num_samples_train must be at least 2'):
+    train.train_and_evaluate(config, str(tmp_path))
+  config = _config(2)
+  config.training.eval_every = -1
+  with pytest.raises(ValueError, match='eval_every must be >= 0'):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert not list((tmp_path / 'checkpoints').iterdir())
