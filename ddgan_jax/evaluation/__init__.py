@@ -69,8 +69,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, step: int | None =
     'image_format'.
   """
   family = family_for(config.data.dataset)
-  family.check_config(config)
   common.check_config(config)
+  family.check_config(config)
   if step is None and config.eval.step >= 0:
     step = config.eval.step
   mesh = sampling.make_mesh()

@@ -55,8 +55,8 @@ class Evaluator:
       raise ValueError(f'config.eval.num_samples_train must be at least 2 (statistics of the '
                        f'samples), got {num}.')
     family = evaluation.family_for(config.data.dataset)
-    family.check_config(config)
     common.check_config(config)
+    family.check_config(config)
     self._config, self._writer = config, writer
     self.metric, self._score = family.training_metric(config, mesh)
     self._batch_fn = common.make_batch_fn(config, mesh)
