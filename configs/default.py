@@ -68,6 +68,9 @@ def get_config() -> ml_collections.ConfigDict:
   training.log_every = 50
   training.sample_every = 1000
   training.profile_steps = 0  # Steps to trace with the profiler after the first log; 0 turns it off.
+  # Every eval_every steps, score eval.num_samples_train EMA samples with the dataset's main metric
+  # (FID for images), log it and keep the best checkpoint in checkpoints_best/; 0 turns it off.
+  training.eval_every = 0
 
   # Optimisers.
   optim = config.optim = ml_collections.ConfigDict()
@@ -112,6 +115,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Evaluation (--mode=eval).
   evaluation = config.eval = ml_collections.ConfigDict()
   evaluation.num_samples = 2500
+  evaluation.num_samples_train = 1000  # Samples scored every training.eval_every steps.
   evaluation.step = -1  # The checkpoint --mode=eval scores; -1: the newest.
   evaluation.batch_size = 500
   evaluation.cache_dir = '~/.cache/ddgan_jax'  # Digits classifier, Inception weights, FID refs.
@@ -123,5 +127,8 @@ def get_config() -> ml_collections.ConfigDict:
   evaluation.inception_dtype = 'float32'  # Or 'bfloat16'; the features are float32 either way.
   evaluation.inception_batch_size = 200  # Images per Inception forward pass over all devices.
   evaluation.fid_reference = ''  # Statistics .npz (mu, sigma); '' = computed from the train set.
+  # How uint8 samples reach the metrics: 'png' (lossless, as saved PNGs) or 'jpeg' (saved and read
+  # back as the official test_ddgan.py did: torchvision's save_image to .jpg, PIL quality 75).
+  evaluation.image_format = 'png'
 
   return config

@@ -6,8 +6,12 @@ Layout under the workdir (local paths and gs:// alike):
   checkpoints_unreadable/<step>/      checkpoints that failed to restore, moved aside (never
                                       deleted) once an older one restored, so that later saves
                                       cannot collide with them.
+  checkpoints_best/<step>/            with training.eval_every > 0: the one checkpoint with the
+                                      lowest value so far of the tracked metric (FID for images),
+                                      its value stored with it (``BestCheckpointer``).
 """
 
+import math
 from typing import Any
 
 from absl import logging
@@ -21,6 +25,7 @@ from ddgan_jax.train_state import TrainState
 
 CHECKPOINT_DIR = 'checkpoints'
 UNREADABLE_DIR = 'checkpoints_unreadable'
+BEST_DIR = 'checkpoints_best'
 
 
 class NoCheckpointError(FileNotFoundError):
@@ -117,6 +122,31 @@ class Checkpointer:
         'train in a new --workdir or restore the original config; nothing was modified.'
     )
 
+  def restore_step(self, step: int, target: Any) -> TrainState:
+    """Restores the checkpoint of ``step``, from the periodic ones or else from ``BEST_DIR``.
+
+    Args:
+      step: the checkpoint's step.
+      target: as for ``restore_latest``.
+
+    Raises:
+      NoCheckpointError: neither directory holds ``step``; the message lists the steps of both.
+    """
+    if step in self.manager.all_steps():
+      return self.manager.restore(step, args=ocp.args.StandardRestore(target))
+    best_dir = self._workdir / BEST_DIR
+    best_steps = []
+    if best_dir.exists():
+      with ocp.CheckpointManager(best_dir) as best:
+        if step in best.all_steps():
+          return best.restore(step, args=ocp.args.StandardRestore(target))
+        best_steps = sorted(best.all_steps())
+    raise NoCheckpointError(
+        f'No checkpoint of step {step} in {self.directory}; it holds steps '
+        f'{sorted(self.manager.all_steps())}, and {best_dir} holds {best_steps}. Pass one of '
+        'them, or no step for the newest.'
+    )
+
   def _move_aside(self, steps: list[int]) -> None:
     """Moves unreadable step directories to ``UNREADABLE_DIR`` (process 0 does the moving)."""
     if jax.process_index() == 0:
@@ -137,3 +167,62 @@ class Checkpointer:
 
   def close(self) -> None:
     self.manager.close()
+
+
+class BestCheckpointer:
+  """Keeps the one checkpoint with the lowest value of a metric, under ``workdir/checkpoints_best``.
+
+  The value is saved with the checkpoint (Orbax's metrics), so a resumed run compares new values
+  against the best of the runs before it.
+
+  Attributes:
+    directory: the directory of the best checkpoint.
+    metric: the metric's name.
+  """
+
+  def __init__(self, workdir: str, metric: str):
+    """Opens (creating it if needed) the best checkpoint's directory of ``workdir``.
+
+    Args:
+      workdir: the run's working directory; local or gs://.
+      metric: the name the value is saved under; a lower value is better.
+    """
+    self.directory = epath.Path(workdir) / BEST_DIR
+    self.metric = metric
+    self._manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=1, best_fn=lambda metrics: metrics[metric], best_mode='min', create=True
+        ),
+    )
+    step = self._manager.best_step()
+    self._best = None if step is None else (step, float(self._manager.metrics(step)[metric]))
+
+  def best(self) -> tuple[int, float] | None:
+    """(step, value) of the best checkpoint, or None before the first."""
+    return self._best
+
+  def save_if_better(self, state: TrainState, value: float) -> bool:
+    """Starts saving ``state`` in place of the best checkpoint if ``value`` is lower than its.
+
+    Args:
+      state: the state ``value`` was measured on; its arrays are copied before this returns.
+      value: the metric's value; NaN is never better.
+
+    Returns:
+      Whether a save was started.
+    """
+    if math.isnan(value) or (self._best is not None and not value < self._best[1]):
+      return False
+    step = int(jax.device_get(state.step))
+    if step in self._manager.all_steps():
+      return False
+    self._best = (step, value)
+    return self._manager.save(step, args=ocp.args.StandardSave(state),
+                              metrics={self.metric: value}, force=True)
+
+  def wait_until_finished(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.close()

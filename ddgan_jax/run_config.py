@@ -5,9 +5,16 @@ the run's first checkpoint exists; ``convert`` writes it beside a converted chec
 check their config against it: the fields that decide what the checkpoint holds and what its
 samples mean (``ARCHITECTURE_FIELDS``) must be equal, the others (sampling and evaluation
 settings, training length) may differ. With the file in place, no mode of ``ddgan_jax.main``
-needs ``--config``."""
+needs ``--config``.
 
+A file written before a field existed lacks it; ``load`` fills such fields with the defaults of
+``configs/default.py``, each of which is the behaviour from before its field was added (for
+instance ``training.eval_every=0``: no evaluation during training; ``eval.image_format='png'``).
+"""
+
+import importlib.util
 import json
+import pathlib
 from typing import Any
 
 from absl import logging
@@ -16,6 +23,7 @@ import jax
 import ml_collections
 
 CONFIG_FILE = 'config.json'
+DEFAULT_CONFIG_FILE = pathlib.Path(__file__).resolve().parents[1] / 'configs' / 'default.py'
 
 # Config paths whose values must match the saved ones; a trailing '.' covers a whole section.
 # diffusion.* includes num_timesteps: a model trained at T is only ever sampled at T.
@@ -49,11 +57,52 @@ def _plain(config: ml_collections.ConfigDict) -> dict:
   return _tuples(json.loads(config.to_json()))
 
 
+def _defaults() -> dict:
+  """The fields of ``configs/default.py``, as nested plain values."""
+  spec = importlib.util.spec_from_file_location('ddgan_jax_default_config', DEFAULT_CONFIG_FILE)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return _plain(module.get_config())
+
+
+def _same_type(value: Any, default: Any) -> bool:
+  """Whether a saved value fits a field whose default is ``default`` (an int fits a float)."""
+  if isinstance(default, float):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+  return type(value) is type(default)
+
+
+def _fill(tree: dict, defaults: dict, file: epath.Path, prefix: str = '') -> list[str]:
+  """Adds the fields of ``defaults`` missing from ``tree`` in place; returns their paths.
+
+  Raises:
+    ValueError: a field of ``tree`` has another type than its default, naming it and ``file``.
+  """
+  filled = []
+  for key, default in defaults.items():
+    name = f'{prefix}{key}'
+    if key not in tree:
+      tree[key] = default
+      filled.append(name)
+    elif not _same_type(tree[key], default):
+      raise ValueError(
+          f'{file}: {name} is {tree[key]!r} ({type(tree[key]).__name__}), where '
+          f'{DEFAULT_CONFIG_FILE} has {default!r} ({type(default).__name__}). Correct or delete '
+          'the field (a deleted field takes the default), or pass --config and delete the file.')
+    elif isinstance(default, dict):
+      filled += _fill(tree[key], default, file, f'{name}.')
+  return filled
+
+
 def load(workdir: str) -> ml_collections.ConfigDict | None:
   """The config saved in ``workdir``, or None when it has none.
 
+  Fields the file lacks (it was written before they existed) take the defaults of
+  ``configs/default.py``, which keep the behaviour the run had; one log line lists them.
+
   Raises:
-    ValueError: the file exists but is not a JSON object.
+    ValueError: the file exists but is not a JSON object, or one of its fields is of another type
+      than its default (the message names the field and the file).
   """
   p = path(workdir)
   if not p.exists():
@@ -66,7 +115,12 @@ def load(workdir: str) -> ml_collections.ConfigDict | None:
   if not isinstance(tree, dict):
     raise ValueError(f'{p} holds a {type(tree).__name__}, not a config; restore it, or pass '
                      '--config and delete it.')
-  return ml_collections.ConfigDict(_tuples(tree))
+  tree = _tuples(tree)
+  filled = _fill(tree, _defaults(), p)
+  if filled:
+    logging.info('%s predates the config fields %s; they take the defaults of %s.', p,
+                 ', '.join(filled), DEFAULT_CONFIG_FILE)
+  return ml_collections.ConfigDict(tree)
 
 
 def _is_architecture(name: str) -> bool:
@@ -162,5 +216,5 @@ def record(config: ml_collections.ConfigDict, workdir: str, has_checkpoints: boo
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.parent / f'{CONFIG_FILE}.partial'
     partial.write_text(json.dumps(_plain(config), indent=2, sort_keys=True) + '\n')
-    partial.rename(target)  # Other processes never read a half-written file.
+    partial.replace(target)  # Other processes never read a half-written file.
     logging.info('Wrote the run config to %s.', target)

@@ -19,7 +19,6 @@ import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 
 from ddgan_jax import checkpoints
 from ddgan_jax import diffusion
@@ -233,7 +232,8 @@ def restore_state(
     config: the config the run was trained with.
     workdir: the training workdir.
     mesh: the devices to replicate the state over.
-    step: the checkpoint's step; None restores the newest readable one.
+    step: the checkpoint's step, periodic or best (``checkpoints.BEST_DIR``); None restores the
+      newest readable periodic one.
 
   Raises:
     checkpoints.NoCheckpointError: no checkpoint, or none of ``step``; the message lists those
@@ -252,13 +252,7 @@ def restore_state(
   try:
     if step is None:
       return ckpt.restore_latest(target)
-    available = sorted(ckpt.manager.all_steps())
-    if step not in available:
-      raise checkpoints.NoCheckpointError(
-          f'No checkpoint of step {step} in {ckpt.directory}; it holds steps {available}. Pass '
-          'one of them, or no step for the newest.'
-      )
-    return ckpt.manager.restore(step, args=ocp.args.StandardRestore(target))
+    return ckpt.restore_step(step, target)
   except checkpoints.NoCheckpointError as e:
     if step is not None:
       raise

@@ -1,4 +1,4 @@
-"""The DDGAN training loop: sharding, metrics, sample grids, checkpoints and preemption.
+"""The DDGAN training loop: sharding, metrics, sample grids, evaluation, checkpoints, preemption.
 
 One ``jax.jit`` of the whole iteration runs over a 1-D device mesh (axis 'data') spanning every
 process: the state is replicated, the global batch is split along its first axis and the state
@@ -29,6 +29,7 @@ from ddgan_jax import run_config
 from ddgan_jax import sampling
 from ddgan_jax import steps
 from ddgan_jax import train_state as train_state_lib
+from ddgan_jax.evaluation import during_training
 
 _LOSSES = ('d_loss', 'g_loss')
 
@@ -214,6 +215,7 @@ def train_and_evaluate(
                                           first_profile=start_step + t.log_every,
                                           profile_duration_ms=None))
 
+  evaluator = during_training.Evaluator(config, workdir, mesh, writer) if t.eval_every else None
   pending, pending_start, window_start = [], start_step, time.time()
 
   def flush_metrics(step: int) -> None:
@@ -254,6 +256,8 @@ def train_and_evaluate(
                              config.sampling.grid_images)
           picture = sampling.samples_picture(samples, config)
           writer.write_images(done, {'ema_samples': picture[None]})
+        if evaluator and done % t.eval_every == 0 and not preempted:
+          evaluator(state, done)
         if save:
           ckpt.save(state)
         if preempted:
@@ -263,5 +267,7 @@ def train_and_evaluate(
   finally:
     ckpt.wait_until_finished()
     ckpt.close()
+    if evaluator:
+      evaluator.close()
     writer.flush()
   return state

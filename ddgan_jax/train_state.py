@@ -125,8 +125,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   for name in ('log_every', 'sample_every'):
     if t[name] < 1:
       problems.append(f'config.training.{name} must be positive, got {t[name]}.')
-  if t.profile_steps < 0:
-    problems.append(f'config.training.profile_steps must be >= 0, got {t.profile_steps}.')
+  for name in ('profile_steps', 'eval_every'):
+    if t[name] < 0:
+      problems.append(f'config.training.{name} must be >= 0 (0 turns it off), got {t[name]}.')
   if not 0.0 <= o.ema_decay < 1.0:
     problems.append(f'config.optim.ema_decay must be in [0, 1), got {o.ema_decay}.')
   for name in ('lr_g', 'lr_d', 'lr_min', 'eps'):

@@ -2,16 +2,23 @@
 
 import json
 import math
+import time
 from unittest import mock
 
+import jax
 import numpy as np
+from PIL import Image
 import pytest
 
+from ddgan_jax import compilation
 from ddgan_jax import evaluation
+from ddgan_jax import models
 from ddgan_jax import sampling
 from ddgan_jax import train
 from ddgan_jax.evaluation import classifier as classifier_lib
+from ddgan_jax.evaluation import common
 from ddgan_jax.evaluation import digits
+from tests.configs import tiny
 from tests.configs import tiny_digits
 
 SIZE = 16
@@ -96,6 +103,18 @@ def test_frechet_distance_of_a_set_with_itself_and_of_singular_covariances():
     digits.feature_statistics(features[:1])
 
 
+def test_digits_metric_during_training_is_the_samples_frechet_distance(cache_dir, classifier,
+                                                                       split):
+  config = tiny_digits.get_config()
+  config.model.image_size = SIZE
+  config.eval.cache_dir = cache_dir
+  name, metric = digits.training_metric(config, None)
+  images = split.train_images[:100]
+  assert name == 'frechet_distance'
+  assert metric(images) == pytest.approx(
+      digits.digit_scores(images, split.heldout_images, classifier)['frechet_distance'], rel=1e-9)
+
+
 def test_classifier_cache_is_reused_and_a_corrupt_file_retrained(tmp_path):
   settings = classifier_lib.ClassifierSettings(image_size=8)
   first = classifier_lib.load_or_train(settings, str(tmp_path))
@@ -154,3 +173,60 @@ def test_unsupported_dataset_names_the_supported_ones(tmp_path):
   with pytest.raises(ValueError, match="supports 'toy2d', 'digits', 'stacked_digits', 'stackmnist', "
                      "'cifar10'"):
     evaluation.evaluate(config, str(tmp_path))
+
+
+def _images(channels):
+  """Three float images (3, 16, 16, C) in [-1, 1]: a ramp plus noise."""
+  ramp = np.linspace(-1, 1, 16)[None, None, :, None]
+  noise = np.random.default_rng(channels).uniform(-0.3, 0.3, (3, 16, 16, channels))
+  return np.clip(ramp + noise, -1, 1).astype(np.float32)
+
+
+@pytest.mark.parametrize('channels', [3, 1])
+def test_jpeg_format_scores_what_the_official_jpeg_files_held_and_png_is_lossless(
+    tmp_path, channels):
+  config = tiny_digits.get_config()
+  samples = _images(channels)
+  png = common.to_scoring_range(config, samples)
+  np.testing.assert_array_equal(png, sampling.to_uint8(samples, centered=True))
+  config.eval.image_format = 'jpeg'
+  jpeg = common.to_scoring_range(config, samples)
+  assert jpeg.shape == png.shape and jpeg.dtype == np.uint8
+  assert np.abs(jpeg.astype(int) - png.astype(int)).mean() > 1.0
+  for i, image in enumerate(png):
+    # torchvision's save_image: grey to RGB, PIL's own choice of format and settings for a .jpg;
+    # pytorch-fid reads it back as RGB.
+    path = tmp_path / f'{i}.jpg'
+    Image.fromarray(np.repeat(image, 3 // channels, axis=-1)).save(path)
+    read = np.asarray(Image.open(path).convert('RGB'))
+    np.testing.assert_array_equal(read[..., :channels], jpeg[i])
+    np.testing.assert_array_equal(read, np.repeat(read[..., :1], 3, axis=-1) if channels == 1
+                                  else read)
+
+
+def test_unknown_image_format_fails_naming_the_choices(tmp_path):
+  config = tiny_digits.get_config()
+  config.eval.image_format = 'jpg'
+  with pytest.raises(ValueError, match="image_format must be one of 'png', 'jpeg', got 'jpg'"):
+    evaluation.evaluate(config, str(tmp_path))
+
+
+def test_sampling_time_leaves_compilation_out():
+  config = tiny.get_config()
+  config.eval.batch_size = 16
+  generator = models.build_generator(config)
+  variables = jax.eval_shape(generator.init, jax.random.PRNGKey(0), np.zeros((1, 2), np.float32),
+                             np.zeros(1, np.int32), np.zeros((1, config.model.nz), np.float32))
+  variables = jax.tree.map(lambda a: np.full(a.shape, 0.1, a.dtype), variables)
+  batch_fn = common.make_batch_fn(config, sampling.make_mesh())
+  with compilation.CompileCounter() as counter:
+    start = time.perf_counter()
+    samples, three_batches = common.draw_samples(config, batch_fn, variables, 40)
+    first_call = time.perf_counter() - start
+    one, one_batch = common.draw_samples(config, batch_fn, variables, 10)
+  assert counter.counts['jit(sample_batch)'] == 1, counter.counts
+  assert samples.shape == (40, 2)
+  np.testing.assert_array_equal(one, samples[:10])
+  # Per batch of 16, both far below the first call, which compiled.
+  for seconds_per_100 in (three_batches, one_batch):
+    assert 0 < seconds_per_100 * 16 / 100 < first_call / 4

@@ -3,6 +3,8 @@
 import os
 
 from etils import epath
+import jax
+from jax.sharding import Mesh
 import numpy as np
 import pytest
 
@@ -10,6 +12,7 @@ from configs import default
 from ddgan_jax import evaluation
 from ddgan_jax import fid
 from ddgan_jax import sampling
+from ddgan_jax.evaluation import common
 from ddgan_jax.evaluation import image_metrics
 from ddgan_jax.evaluation import inception
 from ddgan_jax.evaluation import inception_metrics
@@ -96,6 +99,34 @@ def test_samples_equal_to_the_training_set_score_fid_zero_and_full_precision_rec
   assert 'FID' in image_metrics.summary(metrics)
   noise = np.random.default_rng(0).integers(0, 256, train.shape, dtype=np.uint8)
   assert image_metrics.score(config, noise, tmp_path, 0)['fid'] > 1.0
+
+
+def test_fid_during_training_agrees_on_one_and_eight_devices_and_jpeg_moves_it(
+    tmp_path, weights, monkeypatch):
+  train = _train_images()[:8]  # One forward pass of config.eval.inception_batch_size images.
+  config = _config(tmp_path, weights, train)
+  received = []
+
+  def distance(mu1, sigma1, mu2, sigma2):
+    # Records what FID is computed from; scipy's sqrtm in 2048 dimensions takes minutes here.
+    received.append((mu1, sigma1, mu2, sigma2))
+    return float(np.sum((mu1 - mu2) ** 2) + np.trace(sigma1))
+
+  monkeypatch.setattr(inception_metrics, 'frechet_distance', distance)
+  samples = train[:, ::-1, ::-1].astype(np.float32) / 127.5 - 1.0  # Floats in [-1, 1].
+  png = common.to_scoring_range(config, samples)
+  config.eval.image_format = 'jpeg'
+  jpeg = common.to_scoring_range(config, samples)
+  values = []
+  for devices in (jax.devices()[:1], jax.devices()):
+    name, metric = image_metrics.training_metric(config, Mesh(np.asarray(devices), ('data',)))
+    values.append(metric(png))
+  assert name == 'fid'
+  assert os.listdir(config.eval.cache_dir)  # The reference: computed once, then read.
+  # Each device convolves a batch of 1 instead of 8, which may round differently.
+  assert_trees_close(received[1], received[0], 1e-5, 'statistics on 8 vs 1 devices')
+  assert values[1] == pytest.approx(values[0], rel=1e-5)
+  assert abs(metric(jpeg) - values[1]) > 1e-3 * values[1]
 
 
 def test_streaming_datasets_need_a_reference_file_and_weights_must_exist(tmp_path, weights):

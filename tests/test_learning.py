@@ -34,9 +34,11 @@ def test_shortened_digits_run_scores_clearly_above_the_untrained_generator(tmp_p
           jax.random.PRNGKey(config.seed), config, models.build_generator(config),
           models.build_discriminator(config), 1797),
       NamedSharding(sampling.make_mesh(), P()))
-  untrained = digits.score(
-      config, common.to_scoring_range(config, common.draw_samples(config, untrained_state)),
-      tmp_path, 0)['samples']
+  samples, _ = common.draw_samples(
+      config, common.make_batch_fn(config, sampling.make_mesh()),
+      untrained_state.generator_variables(ema=True), config.eval.num_samples)
+  untrained = digits.score(config, common.to_scoring_range(config, samples), tmp_path,
+                           0)['samples']
 
   train.train_and_evaluate(config, str(tmp_path / 'run'))
   trained = evaluation.evaluate(config, str(tmp_path / 'run'))['samples']

@@ -151,3 +151,13 @@ def test_eval_after_a_few_training_steps_on_stacked_digits(tmp_path, digits_clas
   config = _eval_config(digits_classifier_cache)
   train.train_and_evaluate(config, str(tmp_path))
   _check_written(tmp_path, evaluation.evaluate(config, str(tmp_path)), 2)
+
+
+def test_training_metric_is_the_scored_reverse_kl(digits_classifier_cache):
+  config = _eval_config(digits_classifier_cache)
+  images, _ = local.stacked_digits_source(config).load(np.arange(300))
+  name, reverse_kl = stacked_digits.training_metric(config, None)
+  scored = stacked_digits.score(config, images, None, 0)['samples']['reverse_kl']
+  assert name == 'reverse_kl' and scored > 0.0
+  assert reverse_kl(images) == pytest.approx(scored, rel=1e-12)
+  assert reverse_kl(np.repeat(images[:1], 300, axis=0)) == pytest.approx(math.log(1000))

@@ -1,10 +1,12 @@
 """Sampling as a product: streaming shards, any checkpoint, the saved config, the Python API."""
 
+import json
 import os
 import pathlib
 import subprocess
 import sys
 import tracemalloc
+from unittest import mock
 
 import jax
 import numpy as np
@@ -141,6 +143,48 @@ def test_a_contradicting_config_fails_naming_the_fields(image_run):
     run_config.resolve(None, str(image_run / 'missing'))
   with pytest.raises(ValueError, match='model.nf: 4 vs saved 8'):
     run_config.record(other, str(image_run), has_checkpoints=True)  # A resumed training.
+
+
+def test_a_config_saved_before_fields_existed_takes_their_defaults(tmp_path):
+  config = tiny.get_config()
+  config.eval.num_samples = 32
+  _write_run(tmp_path, config, [1])
+  path = tmp_path / run_config.CONFIG_FILE
+  tree = json.loads(path.read_text())
+  for section, field in (('training', 'eval_every'), ('eval', 'num_samples_train'),
+                         ('eval', 'step'), ('eval', 'image_format')):
+    del tree[section][field]
+  path.write_text(json.dumps(tree))
+  with mock.patch.object(run_config.logging, 'info') as info:
+    old = run_config.resolve(None, str(tmp_path))  # As every mode of ddgan_jax.main reads it.
+  (line,) = [c.args[0] % c.args[1:] for c in info.call_args_list]
+  assert ('config.json predates the config fields training.eval_every, eval.num_samples_train, '
+          'eval.step, eval.image_format; they take the defaults of') in line
+  assert (old.training.eval_every, old.eval.num_samples_train, old.eval.step,
+          old.eval.image_format) == (0, 1000, -1, 'png')
+  assert old.eval.num_samples == 32  # Saved fields keep their values.
+  out_dir = sample_files.sample_and_save(old, str(tmp_path))
+  written = _read_dir(out_dir)['samples_00000000_00000040.npz']
+  np.testing.assert_array_equal(
+      written, ddgan_jax.load_sampler(str(tmp_path)).sample_float(40, seed=0))
+  metrics = evaluation.evaluate(old, str(tmp_path))
+  assert metrics['step'] == 1 and metrics['num_samples'] == 32
+
+  tree['training']['eval_every'] = 'often'
+  path.write_text(json.dumps(tree))
+  with pytest.raises(ValueError) as error:
+    run_config.load(str(tmp_path))
+  assert f"{path}: training.eval_every is 'often' (str), where" in str(error.value)
+  tree['training']['eval_every'], tree['eval'] = 0, 3
+  path.write_text(json.dumps(tree))
+  with pytest.raises(ValueError, match=r'config.json: eval is 3 \(int\), where'):
+    run_config.load(str(tmp_path))
+  # A run that failed before its first checkpoint restarts with its new config.
+  config.seed = 5
+  run_config.record(config, str(tmp_path / 'restart'), has_checkpoints=False)
+  config.seed = 6
+  run_config.record(config, str(tmp_path / 'restart'), has_checkpoints=False)
+  assert run_config.load(str(tmp_path / 'restart')).seed == 6
 
 
 def test_chosen_step_restores_it_and_keep_every_steps_keeps_its_multiples(tmp_path):

@@ -1,16 +1,20 @@
 """``--mode=eval``: score a run's EMA generator with the metric family of its dataset.
 
 Every family shares one path (``evaluate``): restore the checkpoint, draw
-``config.eval.num_samples`` EMA samples from ``config.seed``, quantise images to uint8 as the saved
-PNGs are, score them, and write ``<workdir>/eval/metrics_step<N>.json`` plus TensorBoard scalars
-under ``<workdir>/eval`` at step N.
+``config.eval.num_samples`` EMA samples from ``config.seed`` (timing the sampler), quantise images
+to uint8 as the saved PNGs are (``config.eval.image_format='jpeg'`` then passes them through JPEG
+files, as the official test_ddgan.py did), score them, and write
+``<workdir>/eval/metrics_step<N>.json`` plus TensorBoard scalars under ``<workdir>/eval`` at step N.
 
-A family is a module with three functions (see ``toy2d``, ``digits``, ``stacked_digits``,
+A family is a module with four functions (see ``toy2d``, ``digits``, ``stacked_digits``,
 ``stacked_mnist`` and ``image_metrics``):
   check_config(config): fails fast on a config the family cannot score.
   score(config, samples, out_dir, step) -> dict: the metrics (JSON-serialisable); it may write
     extra files into out_dir (process 0 only).
   summary(metrics) -> str: a one-line account for the log.
+  training_metric(config, mesh) -> (name, fn): the family's main metric for evaluation during
+    training (``during_training``), fn(samples) -> float with lower better; what it needs (a
+    network, reference statistics) is loaded once, when it is called.
 To add one, write such a module and map the dataset's name to it in ``FAMILIES``.
 
 With ``config.eval.per_level``, the metrics also hold 'levels': the discriminator's separation of
@@ -49,9 +53,10 @@ def family_for(dataset: str) -> ModuleType:
   """The metric family of ``config.data.dataset``, or a ValueError naming those supported."""
   if dataset not in FAMILIES:
     raise ValueError(
-        f'--mode=eval has no metrics for config.data.dataset={dataset!r}; it supports '
-        f'{", ".join(repr(d) for d in FAMILIES)}. For other data use --mode=sample and score the '
-        'written images, e.g. with python -m ddgan_jax.fid.'
+        f'No metrics for config.data.dataset={dataset!r}: evaluation (--mode=eval and '
+        f'config.training.eval_every) supports {", ".join(repr(d) for d in FAMILIES)}. For '
+        'other data use --mode=sample and score the written images, e.g. with '
+        'python -m ddgan_jax.fid.'
     )
   return FAMILIES[dataset]
 
@@ -68,6 +73,7 @@ def check_config(config: ml_collections.ConfigDict) -> ModuleType:
     The metric family of ``config.data.dataset``.
   """
   family = family_for(config.data.dataset)
+  common.check_config(config)
   family.check_config(config)
   if per_level(config) and not hasattr(family, 'score_levels'):
     supported = sorted({d for d, f in FAMILIES.items() if hasattr(f, 'score_levels')})
@@ -92,9 +98,11 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, step: int | None =
       readable one.
 
   Returns:
-    What ``eval/metrics_step<N>.json`` holds: the family's metrics plus 'step', 'dataset',
-    'num_samples', 'device_kind' and 'dtype' (config.training.dtype, the compute dtype), and
-    'levels' (``levels.evaluate_levels``) when config.eval.per_level is True.
+    What ``eval/metrics_step<N>.json`` holds: the family's metrics plus 'step' (the checkpoint's),
+    'dataset', 'num_samples', 'num_timesteps' (T), 'device_kind', 'device_count', 'dtype'
+    (config.training.dtype, the compute dtype), 'sampling_seconds_per_100' (wall time of sampling
+    at T per 100 images, compilation excluded; see ``common.draw_samples``) and, for images,
+    'image_format', and 'levels' (``levels.evaluate_levels``) when config.eval.per_level is True.
   """
   family = check_config(config)
   if step is None and config.eval.step >= 0:
@@ -102,7 +110,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, step: int | None =
   mesh = sampling.make_mesh()
   state = sampling.restore_state(config, workdir, mesh, step)
   step = int(jax.device_get(state.step))
-  samples = common.to_scoring_range(config, common.draw_samples(config, state))
+  samples, seconds_per_100 = common.draw_samples(
+      config, common.make_batch_fn(config, mesh), state.generator_variables(ema=True),
+      config.eval.num_samples)
+  samples = common.to_scoring_range(config, samples)
   out_dir = epath.Path(workdir) / common.EVAL_DIR
   if jax.process_index() == 0:
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -110,8 +121,12 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, step: int | None =
       'step': step,
       'dataset': config.data.dataset,
       'num_samples': len(samples),
+      'num_timesteps': config.diffusion.num_timesteps,
       'device_kind': jax.devices()[0].device_kind,
+      'device_count': jax.device_count(),
       'dtype': config.training.dtype,
+      'sampling_seconds_per_100': seconds_per_100,
+      **({'image_format': config.eval.image_format} if samples.ndim == 4 else {}),
       **family.score(config, samples, out_dir, step),
   }
   line = family.summary(metrics)

@@ -1,58 +1,116 @@
-"""The path every metric family shares: restore the EMA generator, sample, write the results."""
+"""The path every metric family shares: check, sample and time, quantise, write the results."""
 
+import io
 import json
+import time
 
 from clu import metric_writers
 from etils import epath
 import jax
+from jax.sharding import Mesh
 import ml_collections
 import numpy as np
+from PIL import Image
 
 from ddgan_jax import diffusion
 from ddgan_jax import models
 from ddgan_jax import rng as rng_lib
 from ddgan_jax import sampling
-from ddgan_jax import train_state as train_state_lib
 
 EVAL_DIR = 'eval'
+IMAGE_FORMATS = ('png', 'jpeg')
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Fails fast, before any sampling, on eval settings that cannot work."""
+  e = config.eval
+  if e.num_samples < 1 or e.batch_size < 1:
+    raise ValueError(
+        f'config.eval.num_samples and config.eval.batch_size must be positive, got '
+        f'{e.num_samples} and {e.batch_size}.'
+    )
+  if e.image_format not in IMAGE_FORMATS:
+    raise ValueError(
+        f'config.eval.image_format must be one of {", ".join(repr(f) for f in IMAGE_FORMATS)}, '
+        f"got {e.image_format!r}: 'png' scores the samples losslessly, 'jpeg' as the official "
+        'test_ddgan.py saved them.'
+    )
+
+
+def make_batch_fn(config: ml_collections.ConfigDict, mesh: Mesh):
+  """The sampler of evaluation: ``sampling.make_batch_fn`` at ``config.eval.batch_size`` rows."""
+  sample_config = config.copy_and_resolve_references()
+  sample_config.sampling.batch_size = config.eval.batch_size
+  return sampling.make_batch_fn(sample_config, models.build_generator(config),
+                                diffusion.schedule_from_config(config), mesh)
 
 
 def draw_samples(
-    config: ml_collections.ConfigDict, state: train_state_lib.TrainState
-) -> np.ndarray:
-  """``config.eval.num_samples`` EMA samples in batches of ``config.eval.batch_size``, logged.
+    config: ml_collections.ConfigDict, batch_fn, variables: dict, num: int
+) -> tuple[np.ndarray, float]:
+  """``num`` EMA samples in batches of ``config.eval.batch_size``, and the time they took.
 
   Batch b is drawn from ``fold_in(seed_stream(config.seed, 'eval'), b)`` by the loop every sampler
   shares (``sampling.stream_batches``), so the samples depend on the checkpoint, seed, number and
   batch size only, not on the device count.
 
+  Args:
+    config: the run's config.
+    batch_fn: ``make_batch_fn(config, mesh)``.
+    variables: the EMA generator's variables.
+    num: how many samples.
+
   Returns:
-    float32 samples (N, ...) in the data's range: (N, H, W, C) images or (N, 2) toy points, on
-    every process.
+    (float32 samples (num, ...) in the data's range, (N, H, W, C) images or (N, 2) toy points, on
+     every process; sampling seconds per 100 images). The time runs from the end of the first
+     batch, which includes compilation, to the end of the last, over the rows computed in
+     between; with one batch only, a second, compiled one is drawn and timed instead.
   """
-  num, batch = config.eval.num_samples, config.eval.batch_size
-  if num < 1 or batch < 1:
-    raise ValueError(
-        f'config.eval.num_samples and config.eval.batch_size must be positive, got {num} and '
-        f'{batch}.'
-    )
-  sample_config = config.copy_and_resolve_references()
-  sample_config.sampling.batch_size = batch
-  batch_fn = sampling.make_batch_fn(
-      sample_config, models.build_generator(config), diffusion.schedule_from_config(config),
-      sampling.make_mesh(),
-  )
-  stream = sampling.stream_batches(batch_fn, state.generator_variables(ema=True),
-                                   rng_lib.seed_stream(config.seed, 'eval'), num, batch,
-                                   'Sampled for evaluation')
-  return np.concatenate([sampling.gathered_rows(out, count) for _, out, count in stream])
+  batch = config.eval.batch_size
+  rng = rng_lib.seed_stream(config.seed, 'eval')
+  rows, first_done = [], 0.0
+  for start, out, count in sampling.stream_batches(batch_fn, variables, rng, num, batch,
+                                                   'Sampled for evaluation'):
+    rows.append(sampling.gathered_rows(out, count))
+    if start == 0:
+      first_done = time.perf_counter()
+  elapsed, timed = time.perf_counter() - first_done, batch * (len(rows) - 1)
+  if not timed:
+    begin = time.perf_counter()
+    jax.block_until_ready(batch_fn(variables, jax.random.fold_in(rng, 1)))
+    elapsed, timed = time.perf_counter() - begin, batch
+  return np.concatenate(rows), 100.0 * elapsed / timed
+
+
+def jpeg_round_trip(images: np.ndarray) -> np.ndarray:
+  """uint8 images (N, H, W, C) as the official test_ddgan.py scored them, through JPEG files.
+
+  It saved each sample with ``torchvision.utils.save_image`` to a ``.jpg``: grey repeated to RGB,
+  written by PIL with its default JPEG settings (quality 75, 4:2:0 chroma subsampling); pytorch-fid
+  read the files back as RGB. Grey images keep one channel here: their chroma is constant, so the
+  three decoded channels are equal.
+  """
+  out = np.empty_like(images)
+  for i, image in enumerate(images):
+    buf = io.BytesIO()
+    Image.fromarray(np.repeat(image, 3 // image.shape[-1], axis=-1)).save(buf, format='JPEG')
+    decoded = np.asarray(Image.open(buf).convert('RGB'))
+    out[i] = decoded[..., :images.shape[-1]]
+  return out
 
 
 def to_scoring_range(config: ml_collections.ConfigDict, samples: np.ndarray) -> np.ndarray:
-  """Images (N, H, W, C) quantised to uint8 as the saved PNGs are; toy points unchanged."""
-  if samples.ndim == 4:
-    return sampling.to_uint8(samples, config.model.centered)
-  return samples
+  """Samples as the metrics take them: toy points unchanged, images (N, H, W, C) as uint8.
+
+  Images are quantised as the saved PNGs are, then, for ``config.eval.image_format='jpeg'``,
+  passed through ``jpeg_round_trip``.
+  """
+  if samples.ndim != 4:
+    return samples
+  images = sampling.to_uint8(samples, config.model.centered)
+  if config.eval.image_format == 'jpeg':
+    return jpeg_round_trip(images)
+  return images
 
 
 def _scalars(metrics: dict, prefix: str = '') -> dict[str, float]:

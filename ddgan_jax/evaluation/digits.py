@@ -11,17 +11,20 @@
 As the evaluation family of dataset 'digits', ``score`` reports these for the samples (against
 the held-out digits, which the classifier never saw) and for the held-out digits themselves
 (against the classifier's training digits): the latter are what data drawn from the training
-distribution score. Their 'confident_ratio' is samples' confident fraction / real's.
+distribution score. Their 'confident_ratio' is samples' confident fraction / real's. During
+training (``training_metric``) the samples' Fréchet distance is tracked.
 
 With config.eval.per_level (``levels.py``), the chains started from real held-out digits noised to
 each level are scored as the samples are (``score_levels``); the discriminator's view takes the
 training digits as the run reads them (``level_images``).
 """
 
+from collections.abc import Callable
 import warnings
 
 from absl import logging
 from etils import epath
+import jax
 import ml_collections
 import numpy as np
 import scipy.linalg
@@ -204,6 +207,28 @@ def level_summary(scores: dict) -> str:
   """A few words on the ``digit_scores`` of one start level, for the per-level log line."""
   return (f'{100 * scores["confident_fraction"]:.1f}% confident, '
           f'reverse KL {scores["reverse_kl"]:.3f}')
+
+
+def training_metric(
+    config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
+) -> tuple[str, Callable[[np.ndarray], float]]:
+  """('frechet_distance', its function of uint8 samples), for evaluation during training.
+
+  The distance is ``score``'s samples/frechet_distance: the samples' classifier features against
+  the held-out digits'. The classifier and the held-out statistics are loaded or computed here,
+  once.
+  """
+  del mesh
+  settings = classifier_lib.ClassifierSettings(image_size=config.model.image_size)
+  classifier = classifier_lib.load_or_train(settings, config.eval.cache_dir)
+  split = classifier_lib.digits_split(settings.image_size, settings.heldout_fraction,
+                                      settings.seed)
+  reference = feature_statistics(classifier.predict(split.heldout_images)[1])
+
+  def distance(samples: np.ndarray) -> float:
+    return frechet_distance(*feature_statistics(classifier.predict(samples)[1]), *reference)
+
+  return 'frechet_distance', distance
 
 
 def summary(metrics: dict) -> str:

@@ -15,8 +15,10 @@ Inception dtype and a digest of the weights file; the cache holds ``mu``, ``sigm
 float32 ``features``. The streaming datasets (celeba_hq_256, lsun_church) need
 ``config.eval.fid_reference``. Stacked-MNIST is scored by its modes instead (``stacked_mnist.py``);
 for its FID, write samples with --mode=sample and compare them with ``python -m ddgan_jax.fid``.
+During training (``training_metric``) only the FID is computed.
 """
 
+from collections.abc import Callable
 import hashlib
 import io
 import os
@@ -50,6 +52,11 @@ def _digest(data: bytes) -> str:
 
 def _weights(config: ml_collections.ConfigDict) -> epath.Path:
   return inception_weights.locate(config.eval.inception_weights or None, config.eval.cache_dir)
+
+
+def _features_fn(config: ml_collections.ConfigDict, weights: epath.Path, mesh: jax.sharding.Mesh):
+  return inception.make_features_fn(inception_weights.load_any(weights), mesh,
+                                    config.eval.inception_dtype, config.eval.inception_batch_size)
 
 
 def reference_cache_name(config: ml_collections.ConfigDict, num_images: int, weights: bytes) -> str:
@@ -107,8 +114,9 @@ def reference_statistics(
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Fails fast, before any sampling: one process, a reference, and Inception weights at hand."""
   if jax.process_count() > 1:
-    raise ValueError('The image metrics run on one process; run --mode=eval without '
-                     '--distributed (one host scores the samples).')
+    raise ValueError('The image metrics run on one process: run --mode=eval without '
+                     '--distributed (one host scores the samples), and multi-process training '
+                     'with config.training.eval_every=0.')
   if config.model.num_channels not in (1, 3):
     raise ValueError(f'The Inception takes grey or RGB images, got config.model.num_channels='
                      f'{config.model.num_channels}.')
@@ -135,9 +143,7 @@ def score(
   """
   del out_dir, step
   weights = _weights(config)
-  features_fn = inception.make_features_fn(
-      inception_weights.load_any(weights), sampling.make_mesh(), config.eval.inception_dtype,
-      config.eval.inception_batch_size)
+  features_fn = _features_fn(config, weights, sampling.make_mesh())
   pool3, logits = features_fn(samples)
   reference, reference_file = reference_statistics(config, features_fn, weights)
   fid = inception_metrics.frechet_distance(*inception_metrics.feature_statistics(pool3),
@@ -158,6 +164,28 @@ def score(
       'inception': {'weights': str(weights), 'dtype': config.eval.inception_dtype},
       'recall_features': 'Inception pool3, k = 3 (the DDGAN paper used VGG-16 features)',
   }
+
+
+def training_metric(
+    config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
+) -> tuple[str, Callable[[np.ndarray], float]]:
+  """('fid', the FID of uint8 samples against the reference), for evaluation during training.
+
+  The weights and the reference statistics are loaded (or computed and cached) here, once; the
+  Inception forward over ``mesh`` compiles on its first batch and is reused after.
+  """
+  weights = _weights(config)
+  features_fn = _features_fn(config, weights, mesh)
+  reference, reference_file = reference_statistics(config, features_fn, weights)
+  logging.info('FID during training against %s.', reference_file)
+  mu, sigma = reference['mu'], reference['sigma']
+
+  def fid(samples: np.ndarray) -> float:
+    pool3, _ = features_fn(samples)
+    return inception_metrics.frechet_distance(*inception_metrics.feature_statistics(pool3), mu,
+                                              sigma)
+
+  return 'fid', fid
 
 
 def summary(metrics: dict) -> str:

@@ -5,12 +5,15 @@ modes. ``score`` labels each channel of the samples with the digits classifier o
 ``classifier.py`` (trained on first use, in seconds, at the run's image size) and reports the
 figures of ``modes.mode_metrics``. As a reference, it scores as many real stacks, drawn from
 config.seed as the data are but from the held-out digits, which the classifier never saw: what
-data drawn from the training distribution score.
+data drawn from the training distribution score. During training (``training_metric``) the
+samples' reverse KL over the modes is tracked.
 """
 
+from collections.abc import Callable
 import math
 
 from etils import epath
+import jax
 import ml_collections
 import numpy as np
 
@@ -71,3 +74,22 @@ def score(
           'confidence': confidence,
       },
   }
+
+
+def training_metric(
+    config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
+) -> tuple[str, Callable[[np.ndarray], float]]:
+  """('reverse_kl', its function of uint8 stacks (N, S, S, 3)), for evaluation during training.
+
+  The value is ``score``'s samples/reverse_kl; the classifier is loaded or trained here, once.
+  """
+  del mesh
+  settings = classifier_lib.ClassifierSettings(image_size=config.model.image_size)
+  classifier = classifier_lib.load_or_train(settings, config.eval.cache_dir)
+
+  def reverse_kl(samples: np.ndarray) -> float:
+    scores = modes.stacked_scores(samples, lambda x: classifier.predict(x)[0],
+                                  config.eval.confidence)
+    return scores['reverse_kl']
+
+  return 'reverse_kl', reverse_kl

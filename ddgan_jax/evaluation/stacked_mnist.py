@@ -5,12 +5,15 @@ The samples are 32 x 32 stacks of three MNIST digits as R, G, B, padded by 2 pix
 the MNIST classifier of ``mnist_classifier.py`` (trained on TFDS MNIST on first use, then restored)
 and reports the figures of ``modes.mode_metrics`` over config.eval.num_samples samples (26,000 in
 the protocol). As a reference, it scores as many real stacks, drawn from config.seed as the data
-are but from the MNIST test digits, which the classifier never saw.
+are but from the MNIST test digits, which the classifier never saw. During training
+(``training_metric``) the samples' reverse KL over the modes is tracked.
 """
 
+from collections.abc import Callable
 import math
 
 from etils import epath
+import jax
 import ml_collections
 import numpy as np
 
@@ -77,3 +80,21 @@ def score(
           'confidence': confidence,
       },
   }
+
+
+def training_metric(
+    config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
+) -> tuple[str, Callable[[np.ndarray], float]]:
+  """('reverse_kl', its function of uint8 samples (N, 32, 32, 3)), for evaluation during training.
+
+  The value is ``score``'s samples/reverse_kl; the classifier is restored or trained here, once.
+  """
+  del mesh
+  mnist = mnist_classifier.load_or_train(mnist_classifier.MnistSettings(), config)
+
+  def reverse_kl(samples: np.ndarray) -> float:
+    scores = modes.stacked_scores(samples[:, PAD:-PAD, PAD:-PAD],
+                                  lambda x: mnist.classifier.predict(x)[0], config.eval.confidence)
+    return scores['reverse_kl']
+
+  return 'reverse_kl', reverse_kl

@@ -12,9 +12,11 @@ Definitions implemented by ``mode_metrics`` (K modes with centres c_k and std si
 The protocol draws 2,500 samples (``config.eval.num_samples``).
 
 As the evaluation family of dataset 'toy2d', ``score`` adds these metrics to
-``<workdir>/eval/metrics_step<N>.json`` and draws ``eval/scatter_step<N>.png``.
+``<workdir>/eval/metrics_step<N>.json`` and draws ``eval/scatter_step<N>.png``; during training
+(``training_metric``) the reverse KL is tracked.
 """
 
+from collections.abc import Callable
 import io
 
 from etils import epath
@@ -138,6 +140,18 @@ def score(
     title = f'{config.data.toy}  step {step}: {summary(metrics)}'
     save_scatter(str(out_dir / f'scatter_step{step}.png'), samples, config.data.toy, title=title)
   return metrics
+
+
+def training_metric(
+    config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
+) -> tuple[str, Callable[[np.ndarray], float]]:
+  """('reverse_kl', its function of the samples (N, 2)), for evaluation during training.
+
+  It is +inf while no sample is high quality, and it ignores how many are: the best checkpoint by
+  it covers the modes most evenly, which need not be the one with the most high-quality samples.
+  """
+  del mesh
+  return 'reverse_kl', lambda samples: mode_metrics(samples, config.data.toy)['reverse_kl']
 
 
 def summary(metrics: dict) -> str:
