@@ -192,7 +192,11 @@ class BestCheckpointer:
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=1, best_fn=lambda metrics: metrics[metric], best_mode='min', create=True
+            max_to_keep=1, best_fn=lambda metrics: metrics[metric], best_mode='min', create=True,
+            # Its saves may overlap the periodic ones of the same step, whose processes meet at
+            # barriers named after the step.
+            multiprocessing_options=ocp.options.MultiprocessingOptions(
+                barrier_sync_key_prefix=BEST_DIR),
         ),
     )
     step = self._manager.best_step()

@@ -16,6 +16,7 @@ from typing import Any
 from absl import logging
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import ml_collections
 import numpy as np
@@ -179,10 +180,15 @@ def make_generate_fn(
   return generate
 
 
-def to_uint8(x: np.ndarray, centered: bool) -> np.ndarray:
-  """Data-range floats ([-1, 1] if centered, else [0, 1]) to uint8, rounding half up."""
+def to_uint8(x: np.ndarray | jax.Array, centered: bool) -> np.ndarray | jax.Array:
+  """Data-range floats ([-1, 1] if centered, else [0, 1]) to uint8, rounding half up.
+
+  A numpy array is quantised on the host; a jax.Array (or a tracer) on its devices, by the same
+  float32 operations, into an array sharded as ``x``.
+  """
+  xp = np if isinstance(x, np.ndarray) else jnp
   unit = (x + 1.0) / 2.0 if centered else x
-  return np.clip(np.floor(unit * 255.0 + 0.5), 0, 255).astype(np.uint8)
+  return xp.clip(xp.floor(unit * 255.0 + 0.5), 0, 255).astype(xp.uint8)
 
 
 def image_grid(images: np.ndarray, gap: int = 2) -> np.ndarray:

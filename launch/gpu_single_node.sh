@@ -9,9 +9,10 @@
 # foreground: start it inside tmux or screen to outlive the terminal. Running the same command
 # again resumes from the newest checkpoint in --workdir; SIGTERM (kill PID) saves one first.
 # --dry-run prints the command instead of running it.
-# Example:
+# Example (configs/cifar10.py measures FID during training, which needs the Inception weights,
+# converted once where torch is installed with python -m ddgan_jax.fid convert):
 #   launch/gpu_single_node.sh --config=configs/cifar10.py --workdir=/data/runs/cifar10 \
-#     -- --config.training.batch_size=256
+#     -- --config.training.batch_size=256 --config.eval.inception_weights=/data/fid_inception.npz
 set -euo pipefail
 
 SCRIPT=gpu_single_node.sh

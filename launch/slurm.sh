@@ -14,9 +14,11 @@
 # ddgan_jax_<jobid>_<k>.log here. SLURM sends SIGTERM 120 s before --time runs out, and every
 # process then saves a checkpoint; submitting the same command again resumes from it.
 # --dry-run prints the batch script and the sbatch command instead of submitting.
-# Example:
+# Example (configs/cifar10.py measures FID during training, on every process: they all read the
+# Inception weights, converted once where torch is installed with python -m ddgan_jax.fid convert):
 #   launch/slurm.sh --nodes=2 --gpus_per_node=8 --partition=gpu --time=24:00:00 \
-#     --venv=$HOME/venvs/ddgan --config=configs/cifar10.py --workdir=/shared/runs/cifar10
+#     --venv=$HOME/venvs/ddgan --config=configs/cifar10.py --workdir=/shared/runs/cifar10 \
+#     -- --config.eval.inception_weights=/shared/fid_inception.npz
 set -euo pipefail
 
 SCRIPT=slurm.sh

@@ -21,10 +21,12 @@
 #   delete   delete the VM or slice.
 #
 # --dry-run prints the gcloud commands instead of running them.
-# Example:
+# Example (configs/cifar10.py measures FID during training, on every worker: they all read the
+# Inception weights, converted once where torch is installed with python -m ddgan_jax.fid convert):
 #   launch/tpu_vm.sh up --name=ddgan-v4-32 --zone=us-central2-b --accelerator=v4-32 \
 #     --version=tpu-ubuntu2204-base --spot --config=configs/cifar10.py \
-#     --workdir=gs://my-bucket/ddgan_cifar10 -- --config.data.data_dir=gs://my-bucket/tfds
+#     --workdir=gs://my-bucket/ddgan_cifar10 -- --config.data.data_dir=gs://my-bucket/tfds \
+#     --config.eval.inception_weights=gs://my-bucket/fid_inception.npz
 set -euo pipefail
 
 # Paths on the workers, expanded there.

@@ -4,7 +4,7 @@ import os
 
 from etils import epath
 import jax
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import numpy as np
 import pytest
 
@@ -119,7 +119,8 @@ def test_fid_during_training_agrees_on_one_and_eight_devices_and_jpeg_moves_it(
   jpeg = common.to_scoring_range(config, samples)
   values = []
   for devices in (jax.devices()[:1], jax.devices()):
-    name, metric = image_metrics.training_metric(config, Mesh(np.asarray(devices), ('data',)))
+    mesh = Mesh(np.asarray(devices), ('data',))
+    name, metric = image_metrics.training_metric(config, mesh)
     values.append(metric(png))
   assert name == 'fid'
   assert os.listdir(config.eval.cache_dir)  # The reference: computed once, then read.
@@ -127,6 +128,15 @@ def test_fid_during_training_agrees_on_one_and_eight_devices_and_jpeg_moves_it(
   assert_trees_close(received[1], received[0], 1e-5, 'statistics on 8 vs 1 devices')
   assert values[1] == pytest.approx(values[0], rel=1e-5)
   assert abs(metric(jpeg) - values[1]) > 1e-3 * values[1]
+
+  # As evaluation holds them: one image per device, each encoded by the process holding it.
+  split = jax.device_put(samples, NamedSharding(mesh, P('data')))
+  for image_format, expected in (('jpeg', jpeg), ('png', png)):
+    config.eval.image_format = image_format
+    images = common.to_scoring_range(config, split)
+    assert images.sharding == split.sharding
+    np.testing.assert_array_equal(images, expected)
+  assert metric(images) == values[1]
 
 
 def test_streaming_datasets_need_a_reference_file_and_weights_must_exist(tmp_path, weights):

@@ -5,8 +5,10 @@ The processes coordinate on 127.0.0.1 exactly as hosts of a pod do (--coordinato
 simulated devices, tests/conftest.py), which saves a subprocess start.
 """
 
+import json
 import os
 import pathlib
+import re
 import shutil
 import signal
 import socket
@@ -19,12 +21,18 @@ import numpy as np
 import pytest
 
 import ddgan_jax
+from ddgan_jax import checkpoints
 from ddgan_jax import distributed
+from ddgan_jax import evaluation
 from ddgan_jax import input_pipeline
+from ddgan_jax import run_config
 from ddgan_jax import sampling
 from ddgan_jax import train
+from ddgan_jax.evaluation import inception_weights
+from tests import inception_fixture
 from tests import tolerances
 from tests.configs import tiny
+from tests.configs import tiny_digits
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TIMEOUT_S = 180
@@ -36,15 +44,19 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _start_two(workdir, per_process_args, common_args):
-  """Starts processes 0 and 1 of one run; returns [(Popen, log path)]."""
+def _start_two(workdir, per_process_args, common_args, config='tests/configs/tiny.py',
+               name='process'):
+  """Starts processes 0 and 1 of one run; returns [(Popen, log path)].
+
+  ``config`` is the --config flag's value; None leaves the flag out (the workdir's config.json).
+  """
   env = {k: v for k, v in os.environ.items() if k not in distributed.ENV_VARS.values()}
   env.update(XLA_FLAGS='--xla_force_host_platform_device_count=4', JAX_PLATFORMS='cpu')
   address = f'127.0.0.1:{_free_port()}'
   started = []
   for i, extra in enumerate(per_process_args):
-    log = workdir.parent / f'{workdir.name}.process{i}.log'
-    args = [sys.executable, '-m', 'ddgan_jax.main', '--config=tests/configs/tiny.py',
+    log = workdir.parent / f'{workdir.name}.{name}{i}.log'
+    args = [sys.executable, '-m', 'ddgan_jax.main', *([f'--config={config}'] if config else []),
             f'--workdir={workdir}', f'--coordinator_address={address}', '--num_processes=2',
             f'--process_id={i}', *common_args, *extra]
     with open(log, 'w') as f:
@@ -53,8 +65,8 @@ def _start_two(workdir, per_process_args, common_args):
   return started
 
 
-def _wait_all(started):
-  deadline = time.time() + TIMEOUT_S
+def _wait_all(started, timeout_s=TIMEOUT_S):
+  deadline = time.time() + timeout_s
   try:
     return [p.wait(timeout=max(1.0, deadline - time.time())) for p, _ in started]
   finally:
@@ -93,16 +105,21 @@ def test_two_processes_resume_one_process_run_stop_together_on_sigterm_and_match
   """1-process checkpoint -> 2 processes, SIGTERM to one -> both save step N -> 1 process reads it.
 
   The 2-process run is stopped by the SIGTERM, so its last step N is only known afterwards; the
-  one-process reference then continues from its own step-2 checkpoint to N.
+  one-process reference then continues from its own step-2 checkpoint to N. The 2-process run
+  also evaluates every 2 steps, and the SIGTERM waits for its first evaluation.
   """
   one, two = tmp_path / 'one', tmp_path / 'two'
   train.train_and_evaluate(_config(2), str(one))
   shutil.copytree(one / 'checkpoints' / '2', two / 'checkpoints' / '2')
   started = _start_two(two, [[], []], ['--config.training.num_steps=1000000',
                                        '--config.checkpoint.every_steps=1000000',
-                                       '--config.training.sample_every=1000'])
+                                       '--config.training.sample_every=1000',
+                                       '--config.training.eval_every=2',
+                                       '--config.eval.num_samples_train=20',
+                                       '--config.eval.batch_size=16'])
   (p0, log0), (p1, log1) = started
   _wait_for_line(log1, 'Resuming from the checkpoint at step 2', p1)
+  _wait_for_line(log1, 'Step 4: reverse_kl', p1)
   p1.send_signal(signal.SIGTERM)
   codes = _wait_all(started)
   logs = [log0.read_text(), log1.read_text()]
@@ -112,6 +129,12 @@ def test_two_processes_resume_one_process_run_stop_together_on_sigterm_and_match
   for log in logs:
     assert f'Preempted: saved the checkpoint at step {saved}' in log
     assert 'JAX process' in log and 'of 2;' in log
+  evaluated = [re.findall(r'Step (\d+): reverse_kl (\S+) on 20 samples', log) for log in logs]
+  assert evaluated[0] == evaluated[1] and evaluated[0][0][0] == '4'
+  best = checkpoints.BestCheckpointer(str(two), 'reverse_kl')
+  best_step, best_value = best.best()
+  best.close()
+  assert (str(best_step), f'{best_value:.4f}') in evaluated[0]
 
   mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]), ('data',))
   from_two = sampling.restore_state(_config(saved), str(two), mesh)
@@ -146,6 +169,62 @@ def test_two_processes_sample_every_row_once_equal_to_one_process(tmp_path):
   expected = ddgan_jax.load_sampler(str(workdir)).sample_float(num, seed=_config(2).seed)
   tolerances.assert_trees_close(np.stack([rows[i] for i in range(num)]), expected, 1e-5,
                                 'samples')
+
+
+def _matches(started, pattern):
+  """The first match of ``pattern`` in each process's log, asserting that each has one."""
+  found = [re.search(pattern, log.read_text()) for _, log in started]
+  assert all(found), '\n'.join(log.read_text()[-3000:] for _, log in started)
+  return found
+
+
+@pytest.mark.slow  # Six scipy square roots of 2048 x 2048 matrices, and compilation: many minutes.
+def test_two_processes_score_fid_in_training_and_eval_as_one_process(tmp_path):
+  """FID during training (PNG) and --mode=eval (JPEG) of an image run on 2 processes."""
+  config = tiny_digits.get_config()
+  config.data.dataset = 'npz'
+  config.data.path = str(tmp_path / 'train.npz')
+  np.savez(config.data.path, images=np.random.default_rng(0).integers(0, 256, (16, 8, 8, 1),
+                                                                        dtype=np.uint8))
+  config.eval.inception_weights = str(tmp_path / 'inception.npz')
+  inception_weights.save(
+      inception_weights.from_torch_state_dict(inception_fixture.random_state_dict()),
+      config.eval.inception_weights)
+  config.eval.cache_dir = str(tmp_path / 'cache0')
+  config.eval.inception_batch_size = 8
+  config.eval.batch_size = 8
+  config.eval.num_samples = config.eval.num_samples_train = 16  # Two rows per device.
+  config.training.num_steps = config.training.eval_every = 2
+  workdir = tmp_path / 'run'
+  run_config.record(config, str(workdir), has_checkpoints=False)
+
+  started = _start_two(workdir, [[], []], [], config=None, name='train')
+  codes = _wait_all(started, timeout_s=1800)
+  assert codes == [0, 0], '\n'.join(log.read_text()[-3000:] for _, log in started)
+  during = [m.group(1) for m in _matches(started, r'Step 2: fid (\S+) on 16 samples')]
+  assert during[0] == during[1]
+
+  # Process 1 looks for the reference in an empty cache (another host's disk): both compute it.
+  started = _start_two(
+      workdir, [[], [f'--config.eval.cache_dir={tmp_path / "cache1"}']],
+      ['--mode=eval', '--config.eval.image_format=jpeg'], config=f'configs/saved.py:{workdir}',
+      name='eval')
+  codes = _wait_all(started, timeout_s=1800)
+  assert codes == [0, 0], '\n'.join(log.read_text()[-3000:] for _, log in started)
+  _matches(started, 'Computing the FID reference features of 16 training images')
+  logged = [m.group(1) for m in _matches(started, r'Step 2, npz: (FID .*) \(reference')]
+  assert logged[0] == logged[1]
+  two = json.loads((workdir / 'eval' / 'metrics_step2.json').read_text())
+
+  numbers = lambda m: (m['fid'], m['inception_score']['mean'], m['inception_score']['std'],
+                       m['precision'], m['recall'])
+  png = evaluation.evaluate(config, str(workdir))  # The samples FID was measured on in training.
+  assert float(during[0]) == pytest.approx(png['fid'], rel=1e-3)
+  config.eval.image_format = 'jpeg'
+  one = evaluation.evaluate(config, str(workdir))
+  assert two['device_count'] == one['device_count'] == 8 and two['image_format'] == 'jpeg'
+  assert numbers(two) == pytest.approx(numbers(one), rel=1e-3)
+  assert numbers(one) != pytest.approx(numbers(png), rel=1e-3)
 
 
 def test_an_error_in_one_process_stops_both_with_its_message(tmp_path):

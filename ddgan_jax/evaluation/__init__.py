@@ -5,16 +5,19 @@ Every family shares one path (``evaluate``): restore the checkpoint, draw
 to uint8 as the saved PNGs are (``config.eval.image_format='jpeg'`` then passes them through JPEG
 files, as the official test_ddgan.py did), score them, and write
 ``<workdir>/eval/metrics_step<N>.json`` plus TensorBoard scalars under ``<workdir>/eval`` at step N.
+Any number of processes may run it: the samples stay a global jax.Array over all devices, every
+process computes the metrics and process 0 writes the files.
 
 A family is a module with four functions (see ``toy2d``, ``digits``, ``stacked_digits``,
 ``stacked_mnist`` and ``image_metrics``):
   check_config(config): fails fast on a config the family cannot score.
-  score(config, samples, out_dir, step) -> dict: the metrics (JSON-serialisable); it may write
-    extra files into out_dir (process 0 only).
+  score(config, samples, out_dir, step) -> dict: the metrics (JSON-serialisable) of the samples of
+    ``common.to_scoring_range`` (a global jax.Array; ``common.on_host`` gives every process all of
+    them as numpy); it may write extra files into out_dir (process 0 only).
   summary(metrics) -> str: a one-line account for the log.
   training_metric(config, mesh) -> (name, fn): the family's main metric for evaluation during
-    training (``during_training``), fn(samples) -> float with lower better; what it needs (a
-    network, reference statistics) is loaded once, when it is called.
+    training (``during_training``), fn(samples) -> float, lower better and the same on every
+    process; what it needs (a network, reference statistics) is loaded once, when it is called.
 To add one, write such a module and map the dataset's name to it in ``FAMILIES``.
 
 With ``config.eval.per_level``, the metrics also hold 'levels': the discriminator's separation of

@@ -1,5 +1,7 @@
 """The path every metric family shares: check, sample and time, quantise, write the results."""
 
+from collections.abc import Callable
+import functools
 import io
 import json
 import time
@@ -7,6 +9,7 @@ import time
 from clu import metric_writers
 from etils import epath
 import jax
+import jax.numpy as jnp
 from jax.sharding import Mesh
 import ml_collections
 import numpy as np
@@ -45,14 +48,20 @@ def make_batch_fn(config: ml_collections.ConfigDict, mesh: Mesh):
                                 diffusion.schedule_from_config(config), mesh)
 
 
+@functools.cache
+def _concatenate(mesh: Mesh, num: int) -> Callable[[list[jax.Array]], jax.Array]:
+  return jax.jit(lambda batches: jnp.concatenate(batches)[:num],
+                 out_shardings=sampling.batch_sharding(mesh, num))
+
+
 def draw_samples(
     config: ml_collections.ConfigDict, batch_fn, variables: dict, num: int
-) -> tuple[np.ndarray, float]:
+) -> tuple[jax.Array, float]:
   """``num`` EMA samples in batches of ``config.eval.batch_size``, and the time they took.
 
   Batch b is drawn from ``fold_in(seed_stream(config.seed, 'eval'), b)`` by the loop every sampler
   shares (``sampling.stream_batches``), so the samples depend on the checkpoint, seed, number and
-  batch size only, not on the device count.
+  batch size only, not on the device or process count. They stay on the devices.
 
   Args:
     config: the run's config.
@@ -61,25 +70,33 @@ def draw_samples(
     num: how many samples.
 
   Returns:
-    (float32 samples (num, ...) in the data's range, (N, H, W, C) images or (N, 2) toy points, on
-     every process; sampling seconds per 100 images). The time runs from the end of the first
-     batch, which includes compilation, to the end of the last, over the rows computed in
-     between; with one batch only, a second, compiled one is drawn and timed instead.
+    (float32 samples (num, ...) in the data's range, (N, H, W, C) images or (N, 2) toy points: a
+     global jax.Array over the sampler's mesh, split over 'data' when ``num`` is a multiple of the
+     device count and replicated otherwise; sampling seconds per 100 images). The time runs from
+     the end of the first batch, which includes compilation, to the end of the last, over the rows
+     computed in between; with one batch only, a second, compiled one is drawn and timed instead.
   """
   batch = config.eval.batch_size
   rng = rng_lib.seed_stream(config.seed, 'eval')
-  rows, first_done = [], 0.0
-  for start, out, count in sampling.stream_batches(batch_fn, variables, rng, num, batch,
-                                                   'Sampled for evaluation'):
-    rows.append(sampling.gathered_rows(out, count))
+  batches, first_done = [], 0.0
+  for start, out, _ in sampling.stream_batches(batch_fn, variables, rng, num, batch,
+                                               'Sampled for evaluation'):
+    batches.append(out.block_until_ready())
     if start == 0:
       first_done = time.perf_counter()
-  elapsed, timed = time.perf_counter() - first_done, batch * (len(rows) - 1)
+  elapsed, timed = time.perf_counter() - first_done, batch * (len(batches) - 1)
   if not timed:
     begin = time.perf_counter()
     jax.block_until_ready(batch_fn(variables, jax.random.fold_in(rng, 1)))
     elapsed, timed = time.perf_counter() - begin, batch
-  return np.concatenate(rows), 100.0 * elapsed / timed
+  return _concatenate(batches[0].sharding.mesh, num)(batches), 100.0 * elapsed / timed
+
+
+def on_host(samples: np.ndarray | jax.Array) -> np.ndarray:
+  """Every row of ``samples`` (a global jax.Array, or numpy) as a numpy array, on every process."""
+  if isinstance(samples, jax.Array):
+    return sampling.gathered_rows(samples, len(samples))
+  return np.asarray(samples)
 
 
 def jpeg_round_trip(images: np.ndarray) -> np.ndarray:
@@ -99,18 +116,37 @@ def jpeg_round_trip(images: np.ndarray) -> np.ndarray:
   return out
 
 
-def to_scoring_range(config: ml_collections.ConfigDict, samples: np.ndarray) -> np.ndarray:
+def _jpeg_in_place(images: jax.Array) -> jax.Array:
+  """``jpeg_round_trip`` of a global uint8 jax.Array: each process encodes the rows it holds."""
+  done, shards = {}, []
+  for shard in images.addressable_shards:
+    rows = (shard.index[0].start, shard.index[0].stop)
+    if rows not in done:
+      done[rows] = jpeg_round_trip(np.asarray(shard.data))
+    shards.append(jax.device_put(done[rows], shard.device))
+  return jax.make_array_from_single_device_arrays(images.shape, images.sharding, shards)
+
+
+_quantise = jax.jit(sampling.to_uint8, static_argnums=1)
+
+
+def to_scoring_range(
+    config: ml_collections.ConfigDict, samples: np.ndarray | jax.Array
+) -> np.ndarray | jax.Array:
   """Samples as the metrics take them: toy points unchanged, images (N, H, W, C) as uint8.
 
-  Images are quantised as the saved PNGs are, then, for ``config.eval.image_format='jpeg'``,
-  passed through ``jpeg_round_trip``.
+  Images are quantised as the saved PNGs are (``sampling.to_uint8``) where they are: a numpy
+  array on the host, a jax.Array on its devices, into an array sharded as ``samples``. For
+  ``config.eval.image_format='jpeg'`` they then pass through ``jpeg_round_trip``, each process
+  taking the rows it holds of a jax.Array and putting them back on their devices.
   """
   if samples.ndim != 4:
     return samples
-  images = sampling.to_uint8(samples, config.model.centered)
-  if config.eval.image_format == 'jpeg':
-    return jpeg_round_trip(images)
-  return images
+  if isinstance(samples, np.ndarray):
+    images = sampling.to_uint8(samples, config.model.centered)
+    return jpeg_round_trip(images) if config.eval.image_format == 'jpeg' else images
+  images = _quantise(samples, config.model.centered)
+  return _jpeg_in_place(images) if config.eval.image_format == 'jpeg' else images
 
 
 def _scalars(metrics: dict, prefix: str = '') -> dict[str, float]:

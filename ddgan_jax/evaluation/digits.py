@@ -31,6 +31,7 @@ import scipy.linalg
 
 from ddgan_jax.data import local
 from ddgan_jax.evaluation import classifier as classifier_lib
+from ddgan_jax.evaluation import common
 
 _SQRTM_EPS = 1e-6
 _MAX_IMAGINARY = 1e-3
@@ -135,7 +136,8 @@ def score(
   Args:
     config: the run's config (data.dataset 'digits'); reads model.image_size, eval.cache_dir and
       eval.confidence.
-    samples: uint8 (N, S, S, 1) samples, quantised as the saved PNGs are.
+    samples: uint8 (N, S, S, 1) samples, quantised as the saved PNGs are (a global jax.Array, or
+      numpy); every process scores all of them.
     out_dir: the eval folder (unused: the digits family writes no extra files).
     step: the checkpoint's training step (unused).
 
@@ -151,7 +153,7 @@ def score(
   split = classifier_lib.digits_split(settings.image_size, settings.heldout_fraction,
                                       settings.seed)
   confidence = config.eval.confidence
-  fake = digit_scores(samples, split.heldout_images, classifier, confidence)
+  fake = digit_scores(common.on_host(samples), split.heldout_images, classifier, confidence)
   real = digit_scores(split.heldout_images, split.train_images, classifier, confidence)
   accuracy = classifier.accuracy(split.heldout_images, split.heldout_labels)
   if accuracy < 0.95:
@@ -226,7 +228,8 @@ def training_metric(
   reference = feature_statistics(classifier.predict(split.heldout_images)[1])
 
   def distance(samples: np.ndarray) -> float:
-    return frechet_distance(*feature_statistics(classifier.predict(samples)[1]), *reference)
+    return frechet_distance(*feature_statistics(classifier.predict(common.on_host(samples))[1]),
+                            *reference)
 
   return 'frechet_distance', distance
 

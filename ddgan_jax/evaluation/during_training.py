@@ -16,6 +16,10 @@ The samples are drawn as ``--mode=eval`` draws them (the 'eval' seed stream, ``e
 first ``num_samples_train`` of ``--mode=eval``'s. The sampler and the metric compile once; what the
 metric needs (Inception weights and reference statistics, the digits classifier) is loaded or
 computed once, when the ``Evaluator`` is built, before the first training step.
+
+In a multi-process run every process evaluates: the samples stay a global array over all devices,
+each process computes the same value from them and the best checkpoint is saved by all together,
+while only process 0 writes TensorBoard summaries.
 """
 
 from absl import logging

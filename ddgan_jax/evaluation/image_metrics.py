@@ -16,6 +16,9 @@ float32 ``features``. The streaming datasets (celeba_hq_256, lsun_church) need
 ``config.eval.fid_reference``. Stacked-MNIST is scored by its modes instead (``stacked_mnist.py``);
 for its FID, write samples with --mode=sample and compare them with ``python -m ddgan_jax.fid``.
 During training (``training_metric``) only the FID is computed.
+
+Any number of processes may score: the samples stay on the devices, the Inception runs on all of
+them, and every process computes the metrics from all the features.
 """
 
 from collections.abc import Callable
@@ -26,6 +29,7 @@ import os
 from absl import logging
 from etils import epath
 import jax
+from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 
@@ -69,10 +73,21 @@ def reference_cache_name(config: ml_collections.ConfigDict, num_images: int, wei
           f'_{config.eval.inception_dtype}_inception-{_digest(weights)}.npz')
 
 
+def _on_every_process(flag: bool) -> bool:
+  """Whether ``flag`` holds on every process."""
+  if jax.process_count() == 1:
+    return flag
+  return bool(multihost_utils.process_allgather(np.asarray(flag)).all())
+
+
 def reference_statistics(
     config: ml_collections.ConfigDict, features_fn, weights: epath.Path
 ) -> tuple[dict, str]:
   """The reference's mu, sigma and (when computed here) features, and where they came from.
+
+  Every process takes part (the Inception forward is collective) and gets the same statistics.
+  The cache is read only when every process sees it, so a ``config.eval.cache_dir`` on each
+  host's own disk is computed again; process 0 writes it.
 
   Args:
     config: the run's config.
@@ -90,7 +105,7 @@ def reference_statistics(
   source = INDEXED_SOURCES[config.data.dataset](config)
   path = (epath.Path(os.path.expanduser(config.eval.cache_dir))
           / reference_cache_name(config, source.num_examples, weights.read_bytes()))
-  if path.exists():
+  if _on_every_process(path.exists()):
     with path.open('rb') as f:
       data = np.load(io.BytesIO(f.read()))
       return {k: data[k] for k in ('mu', 'sigma', 'features')}, str(path)
@@ -112,11 +127,7 @@ def reference_statistics(
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
-  """Fails fast, before any sampling: one process, a reference, and Inception weights at hand."""
-  if jax.process_count() > 1:
-    raise ValueError('The image metrics run on one process: run --mode=eval without '
-                     '--distributed (one host scores the samples), and multi-process training '
-                     'with config.training.eval_every=0.')
+  """Fails fast, before any sampling: grey or RGB images, a reference, Inception weights at hand."""
   if config.model.num_channels not in (1, 3):
     raise ValueError(f'The Inception takes grey or RGB images, got config.model.num_channels='
                      f'{config.model.num_channels}.')
@@ -132,9 +143,13 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 
 
 def score(
-    config: ml_collections.ConfigDict, samples: np.ndarray, out_dir: epath.Path, step: int
+    config: ml_collections.ConfigDict, samples: np.ndarray | jax.Array, out_dir: epath.Path,
+    step: int
 ) -> dict:
   """FID, Inception Score and precision/recall of uint8 samples (N, H, W, C), N >= 10.
+
+  The samples are a global jax.Array on every device (``common.to_scoring_range``), or numpy; the
+  Inception runs on all devices and every process computes the metrics from all the features.
 
   Returns:
     {'fid', 'inception_score': {'mean', 'std', 'splits'}, 'precision', 'recall' and
@@ -168,11 +183,12 @@ def score(
 
 def training_metric(
     config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
-) -> tuple[str, Callable[[np.ndarray], float]]:
+) -> tuple[str, Callable[[np.ndarray | jax.Array], float]]:
   """('fid', the FID of uint8 samples against the reference), for evaluation during training.
 
   The weights and the reference statistics are loaded (or computed and cached) here, once; the
-  Inception forward over ``mesh`` compiles on its first batch and is reused after.
+  Inception forward over ``mesh`` compiles on its first batch and is reused after. The samples
+  are a global jax.Array on ``mesh`` (or numpy), and every process returns the same FID.
   """
   weights = _weights(config)
   features_fn = _features_fn(config, weights, mesh)
@@ -180,7 +196,7 @@ def training_metric(
   logging.info('FID during training against %s.', reference_file)
   mu, sigma = reference['mu'], reference['sigma']
 
-  def fid(samples: np.ndarray) -> float:
+  def fid(samples: np.ndarray | jax.Array) -> float:
     pool3, _ = features_fn(samples)
     return inception_metrics.frechet_distance(*inception_metrics.feature_statistics(pool3), mu,
                                               sigma)

@@ -12,7 +12,7 @@ bilinearly to 299 x 299 as ``F.interpolate(mode='bilinear', align_corners=False)
 scaled to [-1, 1]. Grey images are repeated to three channels.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 import functools
 
 import flax.linen as nn
@@ -261,7 +261,10 @@ def variables_template() -> dict:
 
 @functools.lru_cache(maxsize=8)
 def _sharded_forward(mesh: Mesh, dtype: str):
-  """The jitted preprocess + forward for a mesh and dtype, shared so that each compiles once."""
+  """The jitted preprocess + forward for a mesh and dtype, shared so that each compiles once.
+
+  Its outputs are replicated: every process receives every image's features.
+  """
   model = InceptionV3(dtype=DTYPES[dtype])
   replicated = NamedSharding(mesh, P())
   return jax.jit(lambda v, images: model.apply(v, preprocess(images)),
@@ -269,15 +272,37 @@ def _sharded_forward(mesh: Mesh, dtype: str):
                  out_shardings=replicated)
 
 
+@functools.lru_cache(maxsize=8)
+def _batching(mesh: Mesh, batch: int):
+  """Jitted (stack, take) that cut images (N, ...) on ``mesh`` into the forward's batches.
+
+  stack(images) pads the images with copies of the last one to K = ceil(N / batch) batches, as
+  (K, batch, ...) with each batch split over 'data'; take(stacked, k) is batch k. Only stack moves
+  images between devices, once.
+  """
+
+  def stack(images):
+    count = -(-len(images) // batch)
+    padded = jnp.concatenate([images, jnp.repeat(images[-1:], count * batch - len(images), 0)])
+    return padded.reshape(count, batch, *images.shape[1:])
+
+  take = lambda stacked, k: stacked[k]
+  return (jax.jit(stack, out_shardings=NamedSharding(mesh, P(None, 'data'))),
+          jax.jit(take, out_shardings=NamedSharding(mesh, P('data'))))
+
+
 def make_features_fn(
     variables: dict, mesh: Mesh, dtype: str = 'float32', batch_size: int = 200
-) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+) -> Callable[[np.ndarray | jax.Array], tuple[np.ndarray, np.ndarray]]:
   """Returns features(images) -> (pool3 (N, 2048), logits (N, 1008)) float32 numpy arrays.
 
-  The images run in batches of ``batch_size`` (rounded up to a multiple of the device count) at
-  one compiled shape, the batch axis sharded over ``mesh``'s 'data' axis; the last batch is padded
-  with copies of its last image and the padding is dropped. Each image's outputs depend on that
-  image only, so they do not depend on the device count or batch size beyond rounding.
+  The images are a jax.Array on ``mesh``'s devices (the samples of evaluation: a global array
+  split over 'data' or replicated, which no process needs to hold whole), or a numpy array that
+  every process holds whole. They run in batches of ``batch_size`` (rounded up to a multiple of
+  the device count) at one compiled shape, each batch split over ``mesh``'s 'data' axis; the last
+  batch is padded with copies of the last image and the padding is dropped. Every process
+  receives all the features. Each image's outputs depend on that image only, so they do not
+  depend on the device or process count or the batch size beyond rounding.
 
   Args:
     variables: ``InceptionV3`` variables {'params', 'batch_stats'} (see ``inception_weights``).
@@ -291,21 +316,31 @@ def make_features_fn(
     raise ValueError(f'The Inception batch size must be positive, got {batch_size}.')
   batch = -(-batch_size // mesh.size) * mesh.size
   forward = _sharded_forward(mesh, dtype)
+  stack, take = _batching(mesh, batch)
   variables = jax.device_put(variables, NamedSharding(mesh, P()))
 
-  def features(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    images = np.asarray(images)
+  def inputs(images: np.ndarray | jax.Array) -> Iterator[jax.Array]:
+    """The forward's batches of ``images``, each split over 'data'."""
+    if isinstance(images, jax.Array):
+      stacked = stack(images)
+      yield from (take(stacked, k) for k in range(len(stacked)))
+      return
+    for start in range(0, len(images), batch):
+      chunk = np.asarray(images[start:start + batch])
+      padded = np.concatenate([chunk, np.repeat(chunk[-1:], batch - len(chunk), axis=0)])
+      yield jax.make_array_from_callback(padded.shape, NamedSharding(mesh, P('data')),
+                                         lambda index, padded=padded: padded[index])
+
+  def features(images: np.ndarray | jax.Array) -> tuple[np.ndarray, np.ndarray]:
     if images.dtype != np.uint8:
       raise ValueError(f'The Inception takes uint8 images, got {images.dtype}.')
     pool3, logits = [], []
-    for start in range(0, len(images), batch):
-      chunk = images[start:start + batch]
-      padded = np.concatenate([chunk, np.repeat(chunk[-1:], batch - len(chunk), axis=0)])
-      p, l = jax.device_get(forward(variables, padded))
-      pool3.append(p[:len(chunk)])
-      logits.append(l[:len(chunk)])
+    for x in inputs(images):
+      p, l = forward(variables, x)
+      pool3.append(np.asarray(p.addressable_data(0)))
+      logits.append(np.asarray(l.addressable_data(0)))
     if not pool3:
       return (np.zeros((0, NUM_FEATURES), np.float32), np.zeros((0, NUM_LOGITS), np.float32))
-    return np.concatenate(pool3), np.concatenate(logits)
+    return np.concatenate(pool3)[:len(images)], np.concatenate(logits)[:len(images)]
 
   return features

@@ -19,6 +19,7 @@ import numpy as np
 
 from ddgan_jax.data import local
 from ddgan_jax.evaluation import classifier as classifier_lib
+from ddgan_jax.evaluation import common
 from ddgan_jax.evaluation import modes
 
 summary = modes.summary
@@ -48,6 +49,7 @@ def score(
      'num_timesteps': T, 'classifier': its held-out accuracy, cache file and the confidence}.
   """
   del out_dir, step
+  samples = common.on_host(samples)
   settings = classifier_lib.ClassifierSettings(image_size=config.model.image_size)
   classifier = classifier_lib.load_or_train(settings, config.eval.cache_dir)
   split = classifier_lib.digits_split(settings.image_size, settings.heldout_fraction,
@@ -88,6 +90,7 @@ def training_metric(
   classifier = classifier_lib.load_or_train(settings, config.eval.cache_dir)
 
   def reverse_kl(samples: np.ndarray) -> float:
+    samples = common.on_host(samples)
     scores = modes.stacked_scores(samples, lambda x: classifier.predict(x)[0],
                                   config.eval.confidence)
     return scores['reverse_kl']

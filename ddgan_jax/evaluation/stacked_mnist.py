@@ -19,6 +19,7 @@ import numpy as np
 
 from ddgan_jax.data import local
 from ddgan_jax.data import tfds_sources
+from ddgan_jax.evaluation import common
 from ddgan_jax.evaluation import mnist_classifier
 from ddgan_jax.evaluation import modes
 
@@ -57,6 +58,7 @@ def score(
      digits, 'num_timesteps': T, 'classifier': its test accuracy, directory and the confidence}.
   """
   del out_dir, step
+  samples = common.on_host(samples)
   mnist = mnist_classifier.load_or_train(mnist_classifier.MnistSettings(), config)
   test_images, test_labels = mnist_classifier.load_mnist(config, 'test')
   n = len(samples)
@@ -93,6 +95,7 @@ def training_metric(
   mnist = mnist_classifier.load_or_train(mnist_classifier.MnistSettings(), config)
 
   def reverse_kl(samples: np.ndarray) -> float:
+    samples = common.on_host(samples)
     scores = modes.stacked_scores(samples[:, PAD:-PAD, PAD:-PAD],
                                   lambda x: mnist.classifier.predict(x)[0], config.eval.confidence)
     return scores['reverse_kl']

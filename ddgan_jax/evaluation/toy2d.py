@@ -27,6 +27,7 @@ from PIL import Image
 from PIL import ImageDraw
 
 from ddgan_jax import toy2d
+from ddgan_jax.evaluation import common
 
 _HQ_RADIUS_IN_STDS = 3.0
 
@@ -127,13 +128,14 @@ def score(
 
   Args:
     config: the run's config (data.dataset 'toy2d').
-    samples: (N, 2) float samples, in the data's coordinates.
+    samples: (N, 2) float samples, in the data's coordinates (a global jax.Array, or numpy).
     out_dir: the existing eval folder; receives scatter_step<step>.png.
     step: the checkpoint's training step, for the file name and the plot's title.
 
   Returns:
     ``mode_metrics`` of the samples plus 'num_timesteps' (T).
   """
+  samples = common.on_host(samples)
   metrics = mode_metrics(samples, config.data.toy)
   metrics['num_timesteps'] = config.diffusion.num_timesteps
   if jax.process_index() == 0:
@@ -151,7 +153,8 @@ def training_metric(
   it covers the modes most evenly, which need not be the one with the most high-quality samples.
   """
   del mesh
-  return 'reverse_kl', lambda samples: mode_metrics(samples, config.data.toy)['reverse_kl']
+  return 'reverse_kl', lambda samples: mode_metrics(common.on_host(samples),
+                                                    config.data.toy)['reverse_kl']
 
 
 def summary(metrics: dict) -> str:
