@@ -148,7 +148,7 @@ def test_a_contradicting_config_fails_naming_the_fields(image_run):
 def test_a_config_saved_before_fields_existed_takes_their_defaults(tmp_path):
   config = tiny.get_config()
   config.eval.num_samples = 32
-  _write_run(tmp_path, config, [1])
+  runs.write_run(tmp_path, config, [1])
   path = tmp_path / run_config.CONFIG_FILE
   tree = json.loads(path.read_text())
   for section, field in (('training', 'eval_every'), ('eval', 'num_samples_train'),
