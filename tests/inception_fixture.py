@@ -10,13 +10,16 @@ Regenerate the fixture (needs torch, torchvision and pytorch-fid) from the repos
     python -m tests.inception_fixture tests/data/fid_inception_tiny.npz
 """
 
+import pathlib
 import sys
 
 import flax
+import ml_collections
 import numpy as np
 
 from ddgan_jax.evaluation import inception
 from ddgan_jax.evaluation import inception_weights
+from tests.configs import tiny_digits
 
 SEED = 2015
 # The top-level modules whose outputs the fixture records (as per-channel spatial means).
@@ -53,6 +56,24 @@ def random_state_dict(seed: int = SEED) -> dict[str, np.ndarray]:
       value = 0.2 * rng.standard_normal(shape)
     state[key] = value.astype(np.float32)
   return state
+
+
+def tiny_image_config(tmp_path: pathlib.Path, cache_dir: str) -> ml_collections.ConfigDict:
+  """tests/configs/tiny_digits.py trained on 16 random 8x8 grey images (dataset 'npz') and scored
+  with the random Inception of ``random_state_dict``, both written under ``tmp_path``, in batches
+  of 8 (Inception and sampling) with cache ``cache_dir``."""
+  config = tiny_digits.get_config()
+  config.data.dataset = 'npz'
+  config.data.path = str(tmp_path / 'train.npz')
+  np.savez(config.data.path, images=np.random.default_rng(0).integers(0, 256, (16, 8, 8, 1),
+                                                                        dtype=np.uint8))
+  config.eval.inception_weights = str(tmp_path / 'inception.npz')
+  inception_weights.save(inception_weights.from_torch_state_dict(random_state_dict()),
+                         config.eval.inception_weights)
+  config.eval.cache_dir = cache_dir
+  config.eval.inception_batch_size = 8
+  config.eval.batch_size = 8
+  return config
 
 
 def fixture_images() -> dict[str, np.ndarray]:

@@ -18,11 +18,9 @@ from ddgan_jax import train_state as train_state_lib
 from ddgan_jax.evaluation import common
 from ddgan_jax.evaluation import during_training
 from ddgan_jax.evaluation import image_metrics
-from ddgan_jax.evaluation import inception_weights
 from ddgan_jax.evaluation import toy2d
 from tests import inception_fixture
 from tests.configs import tiny
-from tests.configs import tiny_digits
 
 _REAL_TRAINING_METRIC = toy2d.training_metric
 
@@ -125,19 +123,8 @@ def test_unsupported_settings_fail_before_training(tmp_path):
 
 @pytest.mark.slow  # Two scipy square roots of 2048 x 2048 matrices: minutes on 2 shared cores.
 def test_fid_of_an_image_generator_is_the_same_on_one_and_eight_devices(monkeypatch, tmp_path):
-  config = tiny_digits.get_config()
-  config.data.dataset = 'npz'
-  config.data.path = str(tmp_path / 'train.npz')
-  np.savez(config.data.path, images=np.random.default_rng(0).integers(0, 256, (16, 8, 8, 1),
-                                                                        dtype=np.uint8))
-  config.eval.inception_weights = str(tmp_path / 'inception.npz')
-  inception_weights.save(
-      inception_weights.from_torch_state_dict(inception_fixture.random_state_dict()),
-      config.eval.inception_weights)
-  config.eval.cache_dir = str(tmp_path / 'cache')
-  config.eval.inception_batch_size = 8
+  config = inception_fixture.tiny_image_config(tmp_path, str(tmp_path / 'cache'))
   config.eval.num_samples_train = 12
-  config.eval.batch_size = 8
   scored = []
   real_metric = image_metrics.training_metric
 

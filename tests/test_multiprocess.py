@@ -28,11 +28,9 @@ from ddgan_jax import input_pipeline
 from ddgan_jax import run_config
 from ddgan_jax import sampling
 from ddgan_jax import train
-from ddgan_jax.evaluation import inception_weights
 from tests import inception_fixture
 from tests import tolerances
 from tests.configs import tiny
-from tests.configs import tiny_digits
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TIMEOUT_S = 180
@@ -181,18 +179,7 @@ def _matches(started, pattern):
 @pytest.mark.slow  # Six scipy square roots of 2048 x 2048 matrices, and compilation: many minutes.
 def test_two_processes_score_fid_in_training_and_eval_as_one_process(tmp_path):
   """FID during training (PNG) and --mode=eval (JPEG) of an image run on 2 processes."""
-  config = tiny_digits.get_config()
-  config.data.dataset = 'npz'
-  config.data.path = str(tmp_path / 'train.npz')
-  np.savez(config.data.path, images=np.random.default_rng(0).integers(0, 256, (16, 8, 8, 1),
-                                                                        dtype=np.uint8))
-  config.eval.inception_weights = str(tmp_path / 'inception.npz')
-  inception_weights.save(
-      inception_weights.from_torch_state_dict(inception_fixture.random_state_dict()),
-      config.eval.inception_weights)
-  config.eval.cache_dir = str(tmp_path / 'cache0')
-  config.eval.inception_batch_size = 8
-  config.eval.batch_size = 8
+  config = inception_fixture.tiny_image_config(tmp_path, str(tmp_path / 'cache0'))
   config.eval.num_samples = config.eval.num_samples_train = 16  # Two rows per device.
   config.training.num_steps = config.training.eval_every = 2
   workdir = tmp_path / 'run'
