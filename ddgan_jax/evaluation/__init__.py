@@ -64,11 +64,6 @@ def family_for(dataset: str) -> ModuleType:
   return FAMILIES[dataset]
 
 
-def per_level(config: ml_collections.ConfigDict) -> bool:
-  """``config.eval.per_level``; False for configs saved before the field existed."""
-  return bool(config.eval.get('per_level', False))
-
-
 def check_config(config: ml_collections.ConfigDict) -> ModuleType:
   """Fails fast, before any checkpoint is read, on a config ``evaluate`` cannot score.
 
@@ -78,7 +73,7 @@ def check_config(config: ml_collections.ConfigDict) -> ModuleType:
   family = family_for(config.data.dataset)
   common.check_config(config)
   family.check_config(config)
-  if per_level(config) and not hasattr(family, 'score_levels'):
+  if config.eval.per_level and not hasattr(family, 'score_levels'):
     supported = sorted({d for d, f in FAMILIES.items() if hasattr(f, 'score_levels')})
     raise ValueError(
         f'config.eval.per_level=True, but the metrics of config.data.dataset='
@@ -133,7 +128,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, step: int | None =
       **family.score(config, samples, out_dir, step),
   }
   line = family.summary(metrics)
-  if per_level(config):
+  if config.eval.per_level:
     metrics['levels'] = levels.evaluate_levels(config, state, family, mesh)
     line += '.\nPer level: ' + levels.summary(metrics['levels'], family)
   path = common.write_results(workdir, metrics)
