@@ -241,10 +241,42 @@ def posterior_from_noise(
 GeneratorFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
 
+def reverse_chain(
+    rng: jax.Array, schedule: Schedule, generator_fn: GeneratorFn, x_start: jax.Array,
+    start: int | jax.Array, nz: int,
+) -> jax.Array:
+  """Runs the reverse chain from x_start at level ``start`` down to level 0, in one fori_loop.
+
+  The step to level i draws its latent z and posterior noise from ``fold_in(rng, i)``.
+
+  Args:
+    rng: PRNG key.
+    schedule: the noise schedule.
+    generator_fn: (x_{t+1} (B, ...), t (B,) int32, z (B, nz)) -> x0 prediction (B, ...).
+    x_start: (B, ...) float32 sample at level ``start``.
+    start: the start level in 1..T (an int, or a traced () int).
+    nz: latent size.
+
+  Returns:
+    (B, ...) samples x_0 (float32).
+  """
+  batch = x_start.shape[0]
+
+  def body(k, x):
+    i = start - 1 - k
+    rng_z, rng_post = jax.random.split(jax.random.fold_in(rng, i))
+    t = jnp.full((batch,), i, jnp.int32)
+    z = jax.random.normal(rng_z, (batch, nz), jnp.float32)
+    x0 = generator_fn(x, t, z).astype(jnp.float32)
+    return sample_posterior(rng_post, schedule, x0, x, t)
+
+  return jax.lax.fori_loop(0, start, body, x_start)
+
+
 def sample(
     rng: jax.Array, schedule: Schedule, generator_fn: GeneratorFn, shape: tuple[int, ...], nz: int
 ) -> jax.Array:
-  """Runs the whole T-step reverse chain from pure noise, inside one ``lax.fori_loop``.
+  """Runs the whole T-step reverse chain from pure noise (``reverse_chain`` from level T).
 
   Args:
     rng: PRNG key.
@@ -256,20 +288,9 @@ def sample(
   Returns:
     (B, ...) samples x_0 (float32).
   """
-  num_steps = schedule.num_timesteps
   rng, rng_init = jax.random.split(rng)
   x_init = jax.random.normal(rng_init, shape, jnp.float32)
-
-  def body(k, x):
-    i = num_steps - 1 - k
-    step_rng = jax.random.fold_in(rng, i)
-    rng_z, rng_post = jax.random.split(step_rng)
-    t = jnp.full((shape[0],), i, jnp.int32)
-    z = jax.random.normal(rng_z, (shape[0], nz), jnp.float32)
-    x0 = generator_fn(x, t, z).astype(jnp.float32)
-    return sample_posterior(rng_post, schedule, x0, x, t)
-
-  return jax.lax.fori_loop(0, num_steps, body, x_init)
+  return reverse_chain(rng, schedule, generator_fn, x_init, schedule.num_timesteps, nz)
 
 
 def schedule_as_dict(schedule: Schedule) -> dict[str, np.ndarray]:

@@ -91,8 +91,8 @@ def chain_from_level(
 ) -> jax.Array:
   """Noises x0 to level ``start`` and runs the reverse chain from there to level 0.
 
-  Each step draws its latent and posterior noise as ``diffusion.sample`` does; only the first
-  point differs: x_start ~ q(x_start | x0) instead of N(0, I).
+  The chain is ``diffusion.sample``'s (``diffusion.reverse_chain``); only the first point differs:
+  x_start ~ q(x_start | x0) instead of N(0, I).
 
   Args:
     rng: PRNG key.
@@ -106,18 +106,8 @@ def chain_from_level(
     (B, ...) float32 samples x_0.
   """
   rng, rng_start = jax.random.split(rng)
-  batch = x0.shape[0]
-  x_start = diffusion.q_sample(rng_start, schedule, x0, jnp.full((batch,), start, jnp.int32))
-
-  def body(k, x):
-    i = start - 1 - k
-    rng_z, rng_post = jax.random.split(jax.random.fold_in(rng, i))
-    t = jnp.full((batch,), i, jnp.int32)
-    z = jax.random.normal(rng_z, (batch, nz), jnp.float32)
-    x0_pred = generator_fn(x, t, z).astype(jnp.float32)
-    return diffusion.sample_posterior(rng_post, schedule, x0_pred, x, t)
-
-  return jax.lax.fori_loop(0, start, body, x_start)
+  x_start = diffusion.q_sample(rng_start, schedule, x0, jnp.full((x0.shape[0],), start, jnp.int32))
+  return diffusion.reverse_chain(rng, schedule, generator_fn, x_start, start, nz)
 
 
 def _to_data_range(config: ml_collections.ConfigDict, images: np.ndarray) -> np.ndarray:
