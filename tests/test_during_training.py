@@ -132,7 +132,7 @@ def test_fid_of_an_image_generator_is_the_same_on_one_and_eight_devices(monkeypa
     name, metric = real_metric(config, mesh)
 
     def record_and_score(samples):
-      scored.append(samples)
+      scored.append(common.on_host(samples))  # Each on its own mesh's devices.
       return metric(samples)
 
     return name, record_and_score
