@@ -6,6 +6,7 @@ byte for byte (test_sampling.py, which also runs ``--mode=sample`` on 1 and 8 de
 
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -25,31 +26,30 @@ def _run(args, devices=8, check=True):
   return proc
 
 
-def _train_then_sample(workdir, devices, steps_per_run, cache=''):
-  """Trains tiny_digits through the CLI, stopping after each entry of ``steps_per_run``; returns
-  12 EMA samples (uint8) of the last checkpoint, drawn as ``--mode=sample`` draws them."""
-  common = ['--config=tests/configs/tiny_digits.py', f'--workdir={workdir}', '--config.seed=3',
-            f'--compilation_cache_dir={cache}', '--config.training.batch_size=8',
-            '--config.checkpoint.every_steps=2', '--config.training.sample_every=1000']
-  for num_steps in steps_per_run:
-    _run(common + [f'--config.training.num_steps={num_steps}'], devices)
+def _sample(workdir, step):
+  """12 EMA samples (uint8) of the last checkpoint, drawn as ``--mode=sample`` draws them."""
   sampler = ddgan_jax.load_sampler(str(workdir))
-  assert sampler.step == steps_per_run[-1]
+  assert sampler.step == step
   return sampler.sample(12, seed=3)
 
 
-def test_eight_devices_resumed_sample_what_one_device_straight_through_does(tmp_path):
-  one = _train_then_sample(tmp_path / 'one', 1, [4])
-  assert one.shape == (12, 8, 8, 1) and one.dtype == np.uint8
-  assert one.std() > 20  # Far from flat grey, so agreement within 1 grey level means something.
-  # One run that changes both the device count and stops halfway: either breaking shows here.
-  # Its second half loads its programs from the persistent compilation cache. (The parameters
-  # themselves are not compared: the attention key biases get no gradient but rounding noise,
-  # which Adam turns into full-size steps, so they differ between device counts by design.)
+def test_eight_devices_resumed_sample_what_one_device_straight_through_does(digits_run, tmp_path):
+  straight = _sample(digits_run, 4)  # tiny_digits on 1 device, steps 0 to 4 (tests/conftest.py).
+  assert straight.shape == (12, 16, 16, 1) and straight.dtype == np.uint8
+  assert straight.std() > 20  # Far from flat grey: agreement within 1 grey level means something.
+  # One run that changes the device count where it resumes, from the straight run's step-2
+  # checkpoint and its saved config alone: a broken resume or 8-device step breaks the agreement.
+  # (The parameters themselves are not compared: the attention key biases get no gradient but
+  # rounding noise, which Adam turns into full-size steps, so they differ between device counts
+  # by design.)
+  eight = tmp_path / 'eight'
+  shutil.copytree(digits_run / 'checkpoints' / '2', eight / 'checkpoints' / '2')
+  shutil.copy(digits_run / 'config.json', eight)
   cache = tmp_path / 'xla_cache'
-  eight_resumed = _train_then_sample(tmp_path / 'eight', 8, [2, 4], cache=str(cache))
-  assert any(cache.iterdir())
-  assert np.abs(one.astype(int) - eight_resumed.astype(int)).max() <= 1
+  proc = _run([f'--workdir={eight}', f'--compilation_cache_dir={cache}'], devices=8)
+  assert 'Resuming from the checkpoint at step 2' in proc.stderr
+  assert any(cache.iterdir())  # It wrote its programs to the --compilation_cache_dir.
+  assert np.abs(straight.astype(int) - _sample(eight, 4).astype(int)).max() <= 1
 
 
 def test_eval_on_a_dataset_without_metrics_fails_clearly(tmp_path):

@@ -13,8 +13,8 @@ import pytest
 from ddgan_jax import compilation
 from ddgan_jax import evaluation
 from ddgan_jax import models
+from ddgan_jax import run_config
 from ddgan_jax import sampling
-from ddgan_jax import train
 from ddgan_jax.evaluation import classifier as classifier_lib
 from ddgan_jax.evaluation import common
 from ddgan_jax.evaluation import digits
@@ -133,24 +133,16 @@ def test_classifier_cache_is_reused_and_a_corrupt_file_retrained(tmp_path):
                                                                     epochs=11).cache_name()
 
 
-def test_eval_of_a_trained_digits_run_writes_all_fields(tmp_path, cache_dir):
-  config = tiny_digits.get_config()
-  # 16x16, so that the module's cached classifier serves; one level and T = 2 to compile fast.
-  config.model.image_size = SIZE
-  config.model.nf = 8
-  config.model.ch_mult = (1,)
-  config.model.attn_resolutions = ()
-  config.diffusion.num_timesteps = 2
-  config.training.num_steps = 2
+def test_eval_of_a_trained_digits_run_writes_all_fields(digits_run, cache_dir):
+  config = run_config.load(str(digits_run))  # Trained to step 4 through the CLI (conftest.py).
+  assert config.model.image_size == SIZE  # So that the module's cached classifier serves.
   config.eval.num_samples = 12
   config.eval.batch_size = 8
   config.eval.cache_dir = cache_dir
-  workdir = tmp_path / 'run'
-  train.train_and_evaluate(config, str(workdir))
-  metrics = evaluation.evaluate(config, str(workdir))
-  written = json.loads((workdir / 'eval' / 'metrics_step2.json').read_text())
+  metrics = evaluation.evaluate(config, str(digits_run))
+  written = json.loads((digits_run / 'eval' / 'metrics_step4.json').read_text())
   assert written == metrics
-  assert metrics['step'] == 2 and metrics['num_samples'] == 12 and metrics['dataset'] == 'digits'
+  assert metrics['step'] == 4 and metrics['num_samples'] == 12 and metrics['dataset'] == 'digits'
   assert metrics['device_kind'] and metrics['dtype'] == 'float32'
   assert 'levels' not in metrics  # config.eval.per_level is off by default.
   for part in ('samples', 'real'):
@@ -161,10 +153,10 @@ def test_eval_of_a_trained_digits_run_writes_all_fields(tmp_path, cache_dir):
   assert metrics['confident_ratio'] == pytest.approx(
       metrics['samples']['confident_fraction'] / metrics['real']['confident_fraction'])
   assert metrics['classifier']['heldout_accuracy'] >= 0.97
-  assert list((workdir / 'eval').glob('events.out.tfevents.*'))
-  assert int(sampling.restore_state(config, str(workdir), sampling.make_mesh(), 2).step) == 2
+  assert list((digits_run / 'eval').glob('events.out.tfevents.*'))
+  assert int(sampling.restore_state(config, str(digits_run), sampling.make_mesh(), 2).step) == 2
   with pytest.raises(FileNotFoundError, match='holds steps'):
-    sampling.restore_state(config, str(workdir), sampling.make_mesh(), 3)
+    sampling.restore_state(config, str(digits_run), sampling.make_mesh(), 3)
 
 
 def test_unsupported_dataset_names_the_supported_ones(tmp_path):
