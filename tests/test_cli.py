@@ -4,6 +4,7 @@ The samples are drawn in-process with ``ddgan_jax.load_sampler``, which equals `
 byte for byte (test_sampling.py, which also runs ``--mode=sample`` on 1 and 8 devices).
 """
 
+import concurrent.futures
 import os
 import pathlib
 import shutil
@@ -60,10 +61,13 @@ def test_eval_on_a_dataset_without_metrics_fails_clearly(tmp_path):
 
 
 def test_sample_without_checkpoint_and_bad_batch_fail_clearly(tmp_path):
-  proc = _run(['--config=tests/configs/tiny.py', f'--workdir={tmp_path}', '--mode=sample'],
-              devices=1, check=False)
+  with concurrent.futures.ThreadPoolExecutor() as pool:  # Both start-ups at once.
+    sample = pool.submit(_run, ['--config=tests/configs/tiny.py', f'--workdir={tmp_path / "a"}',
+                                '--mode=sample'], devices=1, check=False)
+    train = pool.submit(_run, ['--config=tests/configs/tiny.py', f'--workdir={tmp_path / "b"}',
+                               '--config.training.batch_size=12'], devices=8, check=False)
+  proc = sample.result()
   assert proc.returncode != 0 and 'Train first' in proc.stderr
-  proc = _run(['--config=tests/configs/tiny.py', f'--workdir={tmp_path}',
-               '--config.training.batch_size=12'], devices=8, check=False)
+  proc = train.result()
   assert proc.returncode != 0 and 'multiple of the device count (8)' in proc.stderr
-  assert not (tmp_path / 'checkpoints' / '0').exists()
+  assert not (tmp_path / 'b' / 'checkpoints' / '0').exists()
