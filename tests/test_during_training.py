@@ -160,3 +160,18 @@ def test_every_family_can_be_tracked_during_training():
   for dataset, family in evaluation.FAMILIES.items():
     for name in ('check_config', 'score', 'summary', 'training_metric'):
       assert callable(getattr(family, name, None)), f'{dataset}: {family.__name__}.{name}'
+
+
+def test_every_process_takes_process_zero_value_bit_for_bit(monkeypatch):
+  assert common.process_zero_value(0.25) == 0.25  # One process: the value itself.
+  theirs = 0.1 + 1e-12  # Not a float32: a float32 broadcast would round it.
+  sent = []
+
+  def broadcast(words):
+    sent.append(words)
+    return np.array([theirs]).view(np.int32)
+
+  monkeypatch.setattr(jax, 'process_count', lambda: 2)
+  monkeypatch.setattr(common.multihost_utils, 'broadcast_one_to_all', broadcast)
+  assert common.process_zero_value(0.3) == theirs
+  assert sent[0].dtype == np.int32 and sent[0].view(np.float64)[0] == 0.3

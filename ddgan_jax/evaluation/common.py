@@ -10,6 +10,7 @@ from clu import metric_writers
 from etils import epath
 import jax
 import jax.numpy as jnp
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 import ml_collections
 import numpy as np
@@ -97,6 +98,18 @@ def on_host(samples: np.ndarray | jax.Array) -> np.ndarray:
   if isinstance(samples, jax.Array):
     return sampling.gathered_rows(samples, len(samples))
   return np.asarray(samples)
+
+
+def process_zero_value(value: float) -> float:
+  """Process 0's ``value`` on every process, bit for bit (float64 sent as two int32 words).
+
+  Decisions taken together, such as saving a best checkpoint, must not depend on the processes
+  computing bit-identical metrics on different hosts.
+  """
+  if jax.process_count() == 1:
+    return value
+  words = np.array([value], np.float64).view(np.int32)
+  return float(np.asarray(multihost_utils.broadcast_one_to_all(words)).view(np.float64)[0])
 
 
 def jpeg_round_trip(images: np.ndarray) -> np.ndarray:

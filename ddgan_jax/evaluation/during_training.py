@@ -18,8 +18,9 @@ metric needs (Inception weights and reference statistics, the digits classifier)
 computed once, when the ``Evaluator`` is built, before the first training step.
 
 In a multi-process run every process evaluates: the samples stay a global array over all devices,
-each process computes the same value from them and the best checkpoint is saved by all together,
-while only process 0 writes TensorBoard summaries.
+every process takes process 0's value (``common.process_zero_value``), so that all of them agree
+on the best checkpoint, which they save together, while only process 0 writes TensorBoard
+summaries.
 """
 
 from absl import logging
@@ -83,7 +84,8 @@ class Evaluator:
     samples, seconds_per_100 = common.draw_samples(
         self._config, self._batch_fn, state.generator_variables(ema=True),
         self._config.eval.num_samples_train)
-    value = self._score(common.to_scoring_range(self._config, samples))
+    value = common.process_zero_value(
+        self._score(common.to_scoring_range(self._config, samples)))
     self._writer.write_scalars(step, {f'eval/{self.metric}': value,
                                       'eval/sampling_seconds_per_100': seconds_per_100})
     saved = self.best.save_if_better(state, value)
