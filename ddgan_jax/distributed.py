@@ -40,11 +40,15 @@ class ProcessSpec:
     process_id: this process, in [0, num_processes).
     heartbeat_timeout_s: seconds without a heartbeat after which the coordinator declares a
       process dead and stops the others.
+    join_timeout_s: seconds each process waits for all of them to join at start-up; after
+      that, JAX aborts the processes that did join (a process that never started, or a wrong
+      address or count).
   """
   coordinator_address: str | None = None
   num_processes: int | None = None
   process_id: int | None = None
   heartbeat_timeout_s: int = 100
+  join_timeout_s: int = 300
 
 
 def _as_int(name: str, value: int | str) -> int:
@@ -61,6 +65,7 @@ def resolve(
     process_id: int | None,
     environ: Mapping[str, str],
     heartbeat_timeout_s: int = 100,
+    join_timeout_s: int = 300,
 ) -> ProcessSpec | None:
   """Works out from the flags and the environment whether and how to join a multi-process run.
 
@@ -71,14 +76,20 @@ def resolve(
     process_id: the --process_id flag (None when not given).
     environ: the environment, read for ``ENV_VARS`` where a flag is not given.
     heartbeat_timeout_s: see ``ProcessSpec``.
+    join_timeout_s: see ``ProcessSpec``.
 
   Returns:
     None for a single-process run; else the ``ProcessSpec`` to pass to ``initialize``.
 
   Raises:
-    ValueError: some but not all of the three explicit settings are given, or they are
-      inconsistent; the message names what is missing.
+    ValueError: some but not all of the three explicit settings are given, they are
+      inconsistent, or a timeout is not positive; the message names what is wrong.
   """
+  for name, seconds in (('heartbeat_timeout_s', heartbeat_timeout_s),
+                        ('join_timeout_s', join_timeout_s)):
+    if seconds < 1:
+      raise ValueError(f'--{name}={seconds} must be at least 1 (seconds).')
+  timeouts = dict(heartbeat_timeout_s=heartbeat_timeout_s, join_timeout_s=join_timeout_s)
   given = {'coordinator_address': coordinator_address, 'num_processes': num_processes,
            'process_id': process_id}
   values, sources = {}, {}
@@ -88,7 +99,7 @@ def resolve(
     elif environ.get(ENV_VARS[name]):
       values[name], sources[name] = environ[ENV_VARS[name]], ENV_VARS[name]
   if not values:
-    return ProcessSpec(heartbeat_timeout_s=heartbeat_timeout_s) if distributed else None
+    return ProcessSpec(**timeouts) if distributed else None
   missing = [f'--{name} (or {ENV_VARS[name]})' for name in given if name not in values]
   if missing:
     have = ', '.join(f'{sources[n]}={values[n]}' for n in values)
@@ -109,7 +120,7 @@ def resolve(
         f'{sources["coordinator_address"]}={address!r} must be HOST:PORT, e.g. 10.0.0.2:8476 '
         '(process 0\'s address and a free port there).'
     )
-  return ProcessSpec(address, count, index, heartbeat_timeout_s)
+  return ProcessSpec(address, count, index, **timeouts)
 
 
 def initialize(spec: ProcessSpec | None) -> None:
@@ -117,11 +128,16 @@ def initialize(spec: ProcessSpec | None) -> None:
   if spec is None:
     return
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  where = (f'process {spec.process_id} of {spec.num_processes} at {spec.coordinator_address}'
+           if spec.coordinator_address else 'a run detected from the cluster')
+  logging.info('Joining %s; waiting up to %d s (--join_timeout_s) for every process to join, '
+               'then JAX aborts with DEADLINE_EXCEEDED.', where, spec.join_timeout_s)
   jax.distributed.initialize(
       coordinator_address=spec.coordinator_address,
       num_processes=spec.num_processes,
       process_id=spec.process_id,
       heartbeat_timeout_seconds=spec.heartbeat_timeout_s,
+      initialization_timeout=spec.join_timeout_s,
   )
   logging.info('Joined a run of %d processes as process %d.', jax.process_count(),
                jax.process_index())

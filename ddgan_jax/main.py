@@ -56,6 +56,10 @@ flags.DEFINE_integer(
     'heartbeat_timeout_s', 100,
     'Multi-process runs: seconds after which a silent process counts as dead and the others stop.'
 )
+flags.DEFINE_integer(
+    'join_timeout_s', 300,
+    'Multi-process runs: seconds to wait at start-up for every process to join before aborting.'
+)
 flags.DEFINE_string(
     'compilation_cache_dir', None,
     "JAX's persistent compilation cache, so that a resumed or repeated run skips compilation. "
@@ -70,7 +74,7 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   distributed.initialize(distributed.resolve(
       FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
-      os.environ, FLAGS.heartbeat_timeout_s))
+      os.environ, FLAGS.heartbeat_timeout_s, FLAGS.join_timeout_s))
   compilation.enable_persistent_cache(FLAGS.compilation_cache_dir)
   logging.info('JAX process %d of %d; local devices: %s', jax.process_index(), jax.process_count(),
                jax.local_devices())

@@ -228,6 +228,15 @@ def test_an_error_in_one_process_stops_both_with_its_message(tmp_path):
   assert 'JAX distributed service detected fatal errors' in logs[0], logs[0][-3000:]
 
 
+def test_a_process_that_never_joins_stops_the_others_after_join_timeout_s(tmp_path):
+  started = _start_two(tmp_path / 'run', [[]], ['--join_timeout_s=3'])  # Process 1 never starts.
+  start = time.time()
+  assert _wait_all(started, timeout_s=60) != [0]
+  assert time.time() - start < 60
+  log = started[0][1].read_text()
+  assert 'waiting up to 3 s (--join_timeout_s)' in log and 'DEADLINE_EXCEEDED' in log, log[-3000:]
+
+
 @pytest.mark.parametrize('flags, environ, expected', [
     (dict(distributed=False), {}, None),
     (dict(distributed=True), {}, distributed.ProcessSpec()),
@@ -251,6 +260,7 @@ def test_resolve_reads_flags_then_environment(flags, environ, expected):
     (dict(coordinator_address='h', num_processes=2, process_id=0), {}, 'must be HOST:PORT'),
     (dict(), dict(JAX_COORDINATOR_ADDRESS='h:1', JAX_NUM_PROCESSES='two', JAX_PROCESS_ID='0'),
      'JAX_NUM_PROCESSES=.two. must be an integer'),
+    (dict(join_timeout_s=0), {}, '--join_timeout_s=0 must be at least 1'),
 ])
 def test_resolve_rejects_partial_or_bad_settings(flags, environ, message):
   args = dict(distributed=True, coordinator_address=None, num_processes=None, process_id=None)
