@@ -5,8 +5,6 @@ tests that only read it."""
 
 import os
 import pathlib
-import subprocess
-import sys
 import tempfile
 
 import pytest
@@ -16,7 +14,7 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', tempfile.mkdtemp(prefix='ddgan_jax_xla_'))
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+from tests import runs  # pylint: disable=wrong-import-position  # JAX reads the settings above.
 
 
 def pytest_collection_modifyitems(items):
@@ -44,12 +42,8 @@ def digits_run(tmp_path_factory) -> pathlib.Path:
   after the resume, or losing the EMA there, moves them by 23 and 15 grey levels.
   """
   workdir = tmp_path_factory.mktemp('digits_run')
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1')
-  proc = subprocess.run(
-      [sys.executable, '-m', 'ddgan_jax.main', '--config=tests/configs/tiny_digits.py',
-       f'--workdir={workdir}', '--config.seed=2', '--compilation_cache_dir=',
-       '--config.training.sample_every=1000', '--config.model.image_size=16',
-       '--config.model.ch_mult=(1,)', '--config.model.attn_resolutions=(16,)'],
-      cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-4000:]
+  runs.run_cli(['--config=tests/configs/tiny_digits.py', f'--workdir={workdir}', '--config.seed=2',
+                '--compilation_cache_dir=', '--config.training.sample_every=1000',
+                '--config.model.image_size=16', '--config.model.ch_mult=(1,)',
+                '--config.model.attn_resolutions=(16,)'], devices=1)
   return workdir

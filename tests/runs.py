@@ -1,6 +1,10 @@
-"""Workdirs for tests, written without training: random weights in checkpoints of chosen steps."""
+"""Workdirs for tests: written without training (random weights in checkpoints of chosen steps),
+or through the command line (``run_cli``)."""
 
+import os
 import pathlib
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +14,21 @@ from ddgan_jax import checkpoints
 from ddgan_jax import models
 from ddgan_jax import run_config
 from ddgan_jax import train_state as train_state_lib
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def run_cli(args, devices=8, check=True) -> subprocess.CompletedProcess:
+  """Runs ``python -m ddgan_jax.main ARGS`` from the repository root on ``devices`` CPU devices.
+
+  With ``check``, asserts that it succeeded, showing the end of its stderr otherwise.
+  """
+  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+  proc = subprocess.run([sys.executable, '-m', 'ddgan_jax.main', *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=600)
+  if check:
+    assert proc.returncode == 0, proc.stderr[-4000:]
+  return proc
 
 
 def random_state(config) -> train_state_lib.TrainState:

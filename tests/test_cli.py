@@ -5,26 +5,12 @@ byte for byte (test_sampling.py, which also runs ``--mode=sample`` on 1 and 8 de
 """
 
 import concurrent.futures
-import os
-import pathlib
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 
 import ddgan_jax
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _run(args, devices=8, check=True):
-  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
-  proc = subprocess.run([sys.executable, '-m', 'ddgan_jax.main', *args], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=600)
-  if check:
-    assert proc.returncode == 0, proc.stderr[-4000:]
-  return proc
+from tests import runs
 
 
 def _sample(workdir, step):
@@ -47,25 +33,28 @@ def test_eight_devices_resumed_sample_what_one_device_straight_through_does(digi
   shutil.copytree(digits_run / 'checkpoints' / '2', eight / 'checkpoints' / '2')
   shutil.copy(digits_run / 'config.json', eight)
   cache = tmp_path / 'xla_cache'
-  proc = _run([f'--workdir={eight}', f'--compilation_cache_dir={cache}'], devices=8)
+  proc = runs.run_cli([f'--workdir={eight}', f'--compilation_cache_dir={cache}'], devices=8)
   assert 'Resuming from the checkpoint at step 2' in proc.stderr
   assert any(cache.iterdir())  # It wrote its programs to the --compilation_cache_dir.
   assert np.abs(straight.astype(int) - _sample(eight, 4).astype(int)).max() <= 1
 
 
 def test_eval_on_a_dataset_without_metrics_fails_clearly(tmp_path):
-  proc = _run(['--config=tests/configs/tiny_digits.py', f'--workdir={tmp_path}', '--mode=eval',
-               '--config.data.dataset=mnist'], devices=1, check=False)
+  proc = runs.run_cli(['--config=tests/configs/tiny_digits.py', f'--workdir={tmp_path}',
+                       '--mode=eval', '--config.data.dataset=mnist'], devices=1, check=False)
   assert proc.returncode != 0
   assert "supports 'toy2d', 'digits'" in proc.stderr
 
 
 def test_sample_without_checkpoint_and_bad_batch_fail_clearly(tmp_path):
   with concurrent.futures.ThreadPoolExecutor() as pool:  # Both start-ups at once.
-    sample = pool.submit(_run, ['--config=tests/configs/tiny.py', f'--workdir={tmp_path / "a"}',
-                                '--mode=sample'], devices=1, check=False)
-    train = pool.submit(_run, ['--config=tests/configs/tiny.py', f'--workdir={tmp_path / "b"}',
-                               '--config.training.batch_size=12'], devices=8, check=False)
+    sample = pool.submit(runs.run_cli, ['--config=tests/configs/tiny.py',
+                                        f'--workdir={tmp_path / "a"}', '--mode=sample'],
+                         devices=1, check=False)
+    train = pool.submit(runs.run_cli, ['--config=tests/configs/tiny.py',
+                                       f'--workdir={tmp_path / "b"}',
+                                       '--config.training.batch_size=12'],
+                        devices=8, check=False)
   proc = sample.result()
   assert proc.returncode != 0 and 'Train first' in proc.stderr
   proc = train.result()
