@@ -162,8 +162,8 @@ def test_eval_of_a_trained_digits_run_writes_all_fields(digits_run, cache_dir):
 def test_unsupported_dataset_names_the_supported_ones(tmp_path):
   config = tiny_digits.get_config()
   config.data.dataset = 'mnist'
-  with pytest.raises(ValueError, match="supports 'toy2d', 'digits', 'stacked_digits', 'stackmnist', "
-                     "'cifar10'"):
+  with pytest.raises(ValueError, match="supports 'toy2d', 'digits', 'stacked_digits', "
+                                       "'stackmnist', 'cifar10'"):
     evaluation.evaluate(config, str(tmp_path))
 
 

@@ -119,7 +119,7 @@ def test_per_level_fails_at_startup_for_a_family_without_it(tmp_path):
     evaluation.evaluate(config, str(tmp_path))  # No checkpoint: it fails before reading one.
 
 
-@pytest.mark.slow  # It compiles the networks once more, for one device: kept out of the default run.
+@pytest.mark.slow  # It compiles the networks once more, for one device.
 def test_per_level_numbers_do_not_depend_on_the_device_count(tmp_path, digits_classifier_cache):
   config = _digits_config(digits_classifier_cache)
   runs.write_run(tmp_path, config, [5])

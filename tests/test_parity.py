@@ -186,7 +186,8 @@ def test_iteration_matches_official_live():
     pytest.skip('DDGAN_OFFICIAL_SRC (a folder with the official score_sde/ and EMA.py) is not set')
   official = official_loop.load_official(src)
   config = official_loop.parity_config()
-  init, draws = official_loop.initial_state_dicts(official, config), official_loop.make_draws(config)
+  init = official_loop.initial_state_dicts(official, config)
+  draws = official_loop.make_draws(config)
   gamma, lazy_reg = config.training.r1_gamma, config.training.lazy_reg
   runs = {'plain': official_loop.run_official(official, config, init, draws, gamma),
           'r1_by_interval': official_loop.run_official(official, config, init, draws,
