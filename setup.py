@@ -17,6 +17,8 @@ setuptools.setup(
         'orbax-checkpoint>=0.12.8',
         'tensorflow-cpu>=2.21.0',
         'tensorflow-datasets>=4.9.10',
+        # TFDS reads a dataset's download checksums through it without declaring it.
+        'importlib_resources>=6.0',
         'tensorboard>=2.21.0',
         'ml-collections>=1.1.0',
         'clu>=0.0.12',

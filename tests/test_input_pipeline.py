@@ -62,7 +62,7 @@ def to_uint8(images):
 
 @pytest.fixture
 def mock_tfds(monkeypatch):
-  monkeypatch.setattr(tfds_sources, '_check_can_prepare', lambda name, root: None)
+  monkeypatch.setattr(tfds_sources, '_check_can_prepare', lambda name, root, files: None)
   with tfds.testing.mock_data(num_examples=_MOCK_EXAMPLES):
     yield
 

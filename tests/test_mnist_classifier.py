@@ -22,7 +22,7 @@ TINY = mnist_classifier.MnistSettings(widths=(4, 8), features=16, epochs=2, batc
 
 @pytest.fixture(name='mock_mnist')
 def fixture_mock_mnist(monkeypatch):
-  monkeypatch.setattr(tfds_sources, '_check_can_prepare', lambda name, root: None)
+  monkeypatch.setattr(tfds_sources, '_check_can_prepare', lambda name, root, files: None)
   with tfds.testing.mock_data(num_examples=_MOCK_EXAMPLES):
     yield
 
@@ -74,6 +74,30 @@ def test_offline_without_mnist_fails_at_once_with_instructions(tmp_path, monkeyp
   config.data.download = True
   with pytest.raises(ConnectionError, match='storage.googleapis.com.*tfds build mnist'):
     stacked_mnist.check_config(config)
+
+
+def test_offline_mnist_prepares_from_the_original_files_in_the_manual_folder(tmp_path, monkeypatch):
+  config = _config(tmp_path)
+  config.data.data_dir = str(tmp_path / 'tfds')
+  config.data.download = False
+  with pytest.raises(FileNotFoundError) as missing:
+    mnist_classifier.load_or_train(TINY, config)
+  manual = tmp_path / 'tfds' / 'downloads' / 'manual'
+  names = ['t10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz', 'train-images-idx3-ubyte.gz',
+           'train-labels-idx1-ubyte.gz']
+  assert f'Offline, copy the original files ({", ".join(names)}) into {manual}/' in str(
+      missing.value)
+
+  def unreachable(address, timeout):
+    raise AssertionError(f'{address} contacted although the files are in the manual folder')
+
+  monkeypatch.setattr(tfds_sources.socket, 'create_connection', unreachable)
+  manual.mkdir(parents=True)
+  for name in names:
+    (manual / name).write_bytes(b'not MNIST')
+  config.data.download = True
+  with pytest.raises(RuntimeError, match=r'(?s)checksum.*train-images-idx3-ubyte.gz'):
+    mnist_classifier.load_or_train(TINY, config)
 
 
 class _BrightnessClassifier:

@@ -7,7 +7,7 @@ N // global_batch steps; a resume re-reads at most the current epoch's records, 
 TensorFlow is imported only here, with GPUs and TPUs hidden from it.
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 import os
 import socket
 
@@ -49,11 +49,11 @@ def _data_root(config: ml_collections.ConfigDict) -> str:
   )
 
 
-def _instructions(name: str, root: str) -> str:
-  """Says how to make TFDS dataset ``name`` available under ``root``."""
+def _instructions(name: str, root: str, files: Sequence[str] = ()) -> str:
+  """Says how to make TFDS dataset ``name`` available under ``root``; ``files`` its downloads."""
   build = f'tfds build {name} --data_dir={root}'
   if name.startswith('celeb_a_hq'):
-    manual = os.path.join(root, 'downloads', 'manual')
+    manual = _manual_dir(root)
     return (
         f'CelebA-HQ needs a manual download: make {_CELEBA_HQ_TAR} (CelebA-HQ at 256x256) with the '
         'dataset tool of https://github.com/tkarras/progressive_growing_of_gans#preparing-datasets-'
@@ -63,19 +63,44 @@ def _instructions(name: str, root: str) -> str:
   extra = ''
   if 'lsun' in name:
     extra = ' (downloads a 2.3 GB LMDB zip; needs `pip install tensorflow-io` to read it)'
+  offline = ''
+  if files:
+    offline = (
+        f' Offline, copy the original files ({", ".join(files)}) into '
+        f'{_manual_dir(root)}/ and set config.data.download=True: they are checked against '
+        "TFDS's checksums and prepared without a network."
+    )
   return (
       f'Run `{build}`{extra} on a machine with network access, or copy a prepared '
       f'{name.split("/")[0]}/ folder into {root}; then set config.data.data_dir (or '
-      '$TFDS_DATA_DIR) to that folder.'
+      f'$TFDS_DATA_DIR) to that folder.{offline}'
   )
 
 
-def _check_can_prepare(name: str, root: str) -> None:
-  """Fails at once where preparing would need files or a network that are not there."""
+def _manual_dir(root: str) -> str:
+  """TFDS's default folder for files downloaded by hand: <data root>/downloads/manual."""
+  return os.path.join(root, 'downloads', 'manual')
+
+
+def _download_files(builder) -> list[str]:
+  """The names of the files TFDS downloads to prepare ``builder`` (empty where it cannot say)."""
+  return sorted(info.filename for info in (builder.url_infos or {}).values() if info.filename)
+
+
+def _check_can_prepare(name: str, root: str, files: list[str]) -> None:
+  """Fails at once where preparing would need files or a network that are not there.
+
+  Where every file of ``files`` is already in the manual folder, TFDS prepares from them (after
+  checking their checksums) and needs no network.
+  """
+  exists = import_tf().io.gfile.exists
   if name.startswith('celeb_a_hq'):
-    tar = os.path.join(root, 'downloads', 'manual', _CELEBA_HQ_TAR)
-    if not import_tf().io.gfile.exists(tar):
+    tar = os.path.join(_manual_dir(root), _CELEBA_HQ_TAR)
+    if not exists(tar):
       raise FileNotFoundError(f'{tar} not found. {_instructions(name, root)}')
+    return
+  if files and all(exists(os.path.join(_manual_dir(root), f)) for f in files):
+    logging.info('Preparing %s from the files in %s.', name, _manual_dir(root))
     return
   host, port = _DOWNLOAD_HOSTS[name]
   try:
@@ -83,7 +108,7 @@ def _check_can_prepare(name: str, root: str) -> None:
   except OSError as e:
     raise ConnectionError(
         f'TFDS dataset {name!r} is not prepared in {root} and {host} cannot be reached ({e}). '
-        f'{_instructions(name, root)}'
+        f'{_instructions(name, root, files)}'
     ) from e
 
 
@@ -96,19 +121,22 @@ def prepared_builder(name: str, config: ml_collections.ConfigDict):
   builder = tfds.builder(name, data_dir=config.data.data_dir or None)
   if builder.is_prepared():
     return builder
+  files = _download_files(builder)
   if not config.data.download:
     raise FileNotFoundError(
         f'TFDS dataset {name!r} is not prepared under {root} and config.data.download is False. '
-        f'{_instructions(name, root)}'
+        f'{_instructions(name, root, files)}'
     )
-  _check_can_prepare(name, root)
+  _check_can_prepare(name, root, files)
   try:
     builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(try_download_gcs=False)
+        download_config=tfds.download.DownloadConfig(
+            try_download_gcs=False, manual_dir=_manual_dir(root)
+        )
     )
   except Exception as e:
     raise RuntimeError(
-        f'Preparing TFDS dataset {name!r} failed: {e}. {_instructions(name, root)}'
+        f'Preparing TFDS dataset {name!r} failed: {e}. {_instructions(name, root, files)}'
     ) from e
   return builder
 
