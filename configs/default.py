@@ -64,6 +64,7 @@ def get_config() -> ml_collections.ConfigDict:
   training.r1_gamma = 0.02
   training.lazy_reg = 15  # R1 every lazy_reg D steps; 1 means every step.
   training.r1_scale_by_interval = False  # StyleGAN2 scaling (gamma * lazy_reg); the reference does not.
+  training.d_steps = 1  # D steps per G step (n_critic), each with fresh draws; the reference: 1.
   training.dtype = 'float32'  # Compute dtype: 'float32' or 'bfloat16'. Params stay float32.
   training.log_every = 50
   training.sample_every = 1000

@@ -4,14 +4,16 @@ r"""Times the compiled networks, one training iteration and sampling; prints a t
     python -m ddgan_jax.benchmark --config=configs/cifar10.py --batch_size=256 \
         --config.training.dtype=bfloat16 --json
 
-Timings are medians over ``--repeats`` calls after one warm-up call. The training step is
-compiled ahead of time, so its compilation is timed on its own (``compile_s``) and XLA's cost
-analysis gives its FLOPs. Everything runs on the default JAX backend with random weights and
-data; the work per call does not depend on the weights. ``--json`` prints one line with
-``train_step_s``, ``train_img_s``, ``compile_s``, ``sample_s_per_100``, ``sample_s_batch1``,
-``peak_memory_bytes`` (and where it was read: the device's allocator, or the host's peak RSS on
-CPU), ``flops_per_iteration`` and ``peak_fraction`` (of the device's dense peak for the dtype;
-null where the peak is not in ``PEAK_FLOPS``).
+Timings are medians over ``--repeats`` calls after one warm-up call. The training iteration is
+two programs, with and without R1 (``steps.applies_r1``); each is compiled ahead of time, so
+compilation is timed on its own (``compile_s``, both together), and XLA's cost analysis gives
+their FLOPs. ``train_step_s`` and ``flops_per_iteration`` are means over one R1 period: one
+iteration with R1 and ``training.lazy_reg`` - 1 without. Everything runs on the default JAX
+backend with random weights and data; the work per call does not depend on the weights.
+``--json`` prints one line with ``train_step_s``, ``train_img_s``, ``compile_s``,
+``sample_s_per_100``, ``sample_s_batch1``, ``peak_memory_bytes`` (and where it was read: the
+device's allocator, or the host's peak RSS on CPU), ``flops_per_iteration`` and ``peak_fraction``
+(of the device's dense peak for the dtype; null where the peak is not in ``PEAK_FLOPS``).
 """
 
 import json
@@ -115,19 +117,29 @@ def run(config, batch: int, repeats: int) -> dict:
   jitted = train.compile_train_step(
       steps.make_train_step(config, generator, discriminator, schedule), mesh)
   batch_arrays = train.global_batch({'image': jnp.clip(x, -1, 1)}, mesh, batch)
-  start = time.perf_counter()
-  step = jitted.lower(state, batch_arrays).compile()
-  compile_s = time.perf_counter() - start
   holder = {'state': state}
+  lazy_reg = config.training.lazy_reg
+  variants = (True,) if lazy_reg == 1 else (False, True)
+  compile_s, iteration_s, flops = {}, {}, {}
+  for apply_r1 in variants:
+    start = time.perf_counter()
+    compiled = jitted.lower(state, batch_arrays, apply_r1).compile()
+    compile_s[apply_r1] = time.perf_counter() - start
+    flops[apply_r1] = _flops(compiled)
 
-  def one_iteration():
-    holder['state'], metrics = step(holder['state'], batch_arrays)
-    return metrics
+    def one_iteration(compiled=compiled):
+      holder['state'], metrics = compiled(holder['state'], batch_arrays)
+      return metrics
 
-  # The warm-up call is step 0, which applies R1; the timed ones mostly do not, as in training.
-  first, train_s = _time(one_iteration, repeats=repeats)
-  rows.append(('training iteration (D+G)', compile_s + first, train_s,
-               f'{batch / train_s:.2f} images/s'))
+    first, iteration_s[apply_r1] = _time(one_iteration, repeats=repeats)
+    rows.append((f'training iteration (D+G), {"with" if apply_r1 else "without"} R1',
+                 compile_s[apply_r1] + first, iteration_s[apply_r1],
+                 f'{batch / iteration_s[apply_r1]:.2f} images/s'))
+  # Training runs lazy_reg - 1 iterations without R1 for each one with it.
+  period_mean = lambda v: (v[True] + (lazy_reg - 1) * v.get(False, 0.0)) / lazy_reg
+  train_s = period_mean(iteration_s)
+  rows.append((f'training iteration, mean with R1 every {lazy_reg}', sum(compile_s.values()),
+               train_s, f'{batch / train_s:.2f} images/s'))
 
   variables = holder['state'].generator_variables(ema=True)
   generate = sampling.make_generate_fn(config, generator, schedule, mesh)
@@ -143,7 +155,7 @@ def run(config, batch: int, repeats: int) -> dict:
   rows.append((f'sampling, T={config.diffusion.num_timesteps}, batch 1', first, batch1_s,
                f'{1e3 * batch1_s:.1f} ms/image'))
 
-  flops = _flops(step)
+  flops = period_mean(flops) if None not in flops.values() else None
   device = jax.devices()[0]
   peak = peak_flops(device.device_kind, config.training.dtype)
   memory, memory_source = _peak_memory()
@@ -156,7 +168,7 @@ def run(config, batch: int, repeats: int) -> dict:
       'batch_size': batch,
       'train_step_s': train_s,
       'train_img_s': batch / train_s,
-      'compile_s': compile_s,
+      'compile_s': sum(compile_s.values()),
       'sample_s_per_100': per_100,
       'sample_s_batch1': batch1_s,
       'peak_memory_bytes': memory,

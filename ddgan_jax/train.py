@@ -39,13 +39,15 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def compile_train_step(step_fn: steps.StepFn, mesh: Mesh) -> steps.StepFn:
-  """jits ``step_fn`` over ``mesh``: state replicated and donated, batch split over 'data'."""
+  """jits ``step_fn`` over ``mesh``: state replicated and donated, batch split over 'data', the
+  R1 flag static (two programs: with and without R1)."""
   replicated = NamedSharding(mesh, P())
   data = NamedSharding(mesh, P('data'))
   return jax.jit(
       step_fn,
       in_shardings=(replicated, data),
       out_shardings=(replicated, replicated),
+      static_argnums=2,
       donate_argnums=0,
   )
 
@@ -242,7 +244,7 @@ def train_and_evaluate(
       for step in range(start_step, num_steps):
         with jax.profiler.StepTraceAnnotation('train', step_num=step):
           batch = global_batch(next(train_iter), mesh, per_host)
-          state, metrics = train_step(state, batch)
+          state, metrics = train_step(state, batch, steps.applies_r1(config, step))
         pending.append(metrics)
         done = step + 1
         for hook in hooks:

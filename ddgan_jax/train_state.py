@@ -120,6 +120,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     problems.append(f'config.training.num_epochs must be positive, got {t.num_epochs}.')
   if t.lazy_reg < 1:
     problems.append(f'config.training.lazy_reg must be >= 1 (1 = R1 every step), got {t.lazy_reg}.')
+  if t.d_steps < 1:
+    problems.append(f'config.training.d_steps must be >= 1 (D steps per G step), got {t.d_steps}.')
   if t.r1_gamma < 0:
     problems.append(f'config.training.r1_gamma must be >= 0, got {t.r1_gamma}.')
   for name in ('log_every', 'sample_every'):

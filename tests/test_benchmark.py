@@ -17,10 +17,15 @@ _FIELDS = ('train_step_s', 'train_img_s', 'compile_s', 'sample_s_per_100', 'samp
 def test_benchmark_figures_on_the_tiny_toy_config():
   result = benchmark.run(tiny.get_config(), batch=16, repeats=2)
   names = [name for name, *_ in result['rows']]
-  assert names == ['generator forward', 'discriminator forward', 'training iteration (D+G)',
+  assert names == ['generator forward', 'discriminator forward',
+                   'training iteration (D+G), without R1', 'training iteration (D+G), with R1',
+                   'training iteration, mean with R1 every 2',
                    'sampling, T=4, batch 16', 'sampling, T=4, batch 1']
   for _, first, median, derived in result['rows']:
     assert first > 0 and median > 0 and derived
+  # lazy_reg 2: the mean of one iteration without R1 and one with it.
+  plain, with_r1 = (median for _, _, median, _ in result['rows'][2:4])
+  assert abs(result['train_step_s'] - (plain + with_r1) / 2) < 1e-12
   for field in _FIELDS:
     assert result[field] > 0, field
   assert abs(result['train_img_s'] * result['train_step_s'] - 16) < 1e-9

@@ -58,7 +58,8 @@ def _compiled(r1_scale_by_interval: bool):
   iteration = steps.make_iteration(config, g, d, diffusion.schedule_from_config(config))
   lrs = [train_state_lib.learning_rate_schedule(lr, config, config.training.batch_size)
          for lr in (config.optim.lr_g, config.optim.lr_d)]
-  return config, jax.jit(iteration), lrs, [train_state_lib.make_optimizer(lr, config) for lr in lrs]
+  return (config, jax.jit(iteration, static_argnums=3), lrs,
+          [train_state_lib.make_optimizer(lr, config) for lr in lrs])
 
 
 def _initial_state(init, step: int, r1_scale_by_interval: bool) -> train_state_lib.TrainState:
@@ -92,11 +93,11 @@ def _adam(opt_state) -> optax.ScaleByAdamState:
 
 def run_ours(init, draws, r1_scale_by_interval=False, first_step=0, iterations=3):
   """Our iterations from the official initial weights; {n: groups} as ``run_official``."""
-  iteration = _compiled(r1_scale_by_interval)[1]
+  config, iteration = _compiled(r1_scale_by_interval)[:2]
   state, x0 = _initial_state(init, first_step, r1_scale_by_interval), _nhwc(draws['x0'])
   out = {}
   for i in range(iterations):
-    state, _ = iteration(state, x0, _noise(draws, i))
+    state, _ = iteration(state, x0, _noise(draws, i), steps.applies_r1(config, first_step + i))
     g_adam, d_adam = _adam(state.g_opt_state), _adam(state.d_opt_state)
     out[i + 1] = jax.device_get({
         'G': state.g_params, 'D': state.d_params, 'G_ema': state.ema_params,

@@ -4,6 +4,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from ddgan_jax import diffusion
@@ -78,7 +79,8 @@ def test_one_iteration_matches_hand_computation(scale_by_interval):
   g, d = LinearG(), QuadraticD()
   state = train_state_lib.create_train_state(jax.random.PRNGKey(3), config, g, d, 1000)
   x0 = np.asarray(jax.random.normal(jax.random.PRNGKey(9), (8, 2)))
-  new_state, m = jax.jit(steps.make_train_step(config, g, d, schedule))(state, {'image': x0})
+  step = jax.jit(steps.make_train_step(config, g, d, schedule), static_argnums=2)
+  new_state, m = step(state, {'image': x0}, True)
 
   rng_d, rng_g = jax.random.split(jax.random.fold_in(state.rng, 0))
   a, b, c = (np.asarray(state.d_params[k], np.float64) for k in 'abc')
@@ -121,16 +123,55 @@ def test_one_iteration_matches_hand_computation(scale_by_interval):
   assert int(new_state.step) == 1
 
 
+def test_extra_d_steps_equal_successive_d_updates():
+  """training.d_steps = 3: three D updates, each with its own draws and R1 on the first only,
+  then the G step against the thrice-updated D; the first two draws do not depend on d_steps."""
+  config = tiny.get_config()
+  config.optim.lr_decay = False
+  config.training.lazy_reg = 2
+  schedule = diffusion.schedule_from_config(config)
+  g, d = LinearG(), QuadraticD()
+  state = train_state_lib.create_train_state(jax.random.PRNGKey(3), config, g, d, 1000)
+  # G frozen, so that one D update per call composes into the same D updates.
+  frozen = optax.set_to_zero()
+  state = state.replace(g_tx=frozen, g_opt_state=frozen.init(state.g_params))
+  x0 = jnp.asarray(jax.random.normal(jax.random.PRNGKey(9), (8, 2)))
+  rng = jax.random.PRNGKey(5)
+  noise = steps.draw_iteration_noise(rng, schedule, x0.shape, config.model.nz, d_steps=3)
+  single = steps.draw_iteration_noise(rng, schedule, x0.shape, config.model.nz)
+  tolerances.assert_trees_close((noise.d, noise.g), (single.d, single.g), 0.0, 'first draws')
+  assert single.d_extra == () and len(noise.d_extra) == 2
+  eps = [np.asarray(n.eps) for n in (noise.d, noise.g, *noise.d_extra)]
+  assert all(not np.allclose(a, b) for i, a in enumerate(eps) for b in eps[i + 1:])
+  iteration = jax.jit(steps.make_iteration(config, g, d, schedule), static_argnums=3)
+
+  new_state, m = iteration(state, x0, noise, True)
+  composed, first_metrics = state, None
+  for k, d_noise in enumerate((noise.d, *noise.d_extra)):
+    one = steps.IterationNoise(d=d_noise, g=noise.g)
+    composed, mk = iteration(composed, x0, one, k == 0)
+    first_metrics = first_metrics or mk
+    assert float(mk['r1_applied']) == (k == 0)
+  tolerances.assert_trees_close((new_state.d_params, new_state.d_opt_state),
+                                (composed.d_params, composed.d_opt_state), 1e-6, 'D')
+  for k in ('d_loss', 'd_real', 'd_fake', 'r1', 'r1_applied', 'd_grad_norm'):
+    np.testing.assert_allclose(m[k], first_metrics[k], rtol=1e-6, err_msg=k)
+  np.testing.assert_allclose(m['g_loss'], mk['g_loss'], rtol=1e-6)
+  assert not np.allclose(m['g_loss'], first_metrics['g_loss'])
+  assert int(new_state.step) == 1
+
+
 def test_lazy_r1_schedule_and_interval():
   config = tiny.get_config()
   config.training.lazy_reg = 3
   g, d = models.build_generator(config), models.build_discriminator(config)
   state = train_state_lib.create_train_state(jax.random.PRNGKey(0), config, g, d, 1000)
-  step = jax.jit(steps.make_train_step(config, g, d, diffusion.schedule_from_config(config)))
+  step = jax.jit(steps.make_train_step(config, g, d, diffusion.schedule_from_config(config)),
+                 static_argnums=2)
   applied, r1 = [], []
   x0 = np.random.default_rng(0).normal(size=(16, 2)).astype(np.float32)
-  for _ in range(7):
-    state, m = step(state, {'image': x0})
+  for i in range(7):
+    state, m = step(state, {'image': x0}, steps.applies_r1(config, i))
     applied.append(float(m['r1_applied']))
     r1.append(float(m['r1']))
   assert applied == [1, 0, 0, 1, 0, 0, 1]
@@ -163,9 +204,10 @@ def test_learning_rate_per_epoch_cosine():
 def test_bad_training_config_is_rejected():
   config = tiny.get_config()
   config.training.lazy_reg = 0
+  config.training.d_steps = 0
   config.optim.ema_decay = 1.5
   config.training.num_steps = 0
-  with pytest.raises(ValueError, match='lazy_reg.*\n.*ema_decay'):
+  with pytest.raises(ValueError, match='lazy_reg.*\n.*d_steps.*\n.*ema_decay'):
     train_state_lib.check_config(config)
   with pytest.raises(ValueError, match='num_steps'):
     train_state_lib.total_steps(config, 100)
@@ -203,7 +245,8 @@ def _run_steps(config, mesh, num):
       steps.make_train_step(config, g, d, diffusion.schedule_from_config(config)), mesh)
   data = np.random.default_rng(0).normal(size=(num, 16, 2)).astype(np.float32)
   for i in range(num):
-    state, metrics = step(state, train.global_batch({'image': data[i]}, mesh, 16))
+    state, metrics = step(state, train.global_batch({'image': data[i]}, mesh, 16),
+                          steps.applies_r1(config, i))
   return jax.device_get(state), jax.device_get(metrics)
 
 

@@ -95,8 +95,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
   def make_poisoned(*args):
     step_fn = make(*args)
 
-    def poisoned(state, batch):
-      new_state, metrics = step_fn(state, batch)
+    def poisoned(state, batch, apply_r1):
+      new_state, metrics = step_fn(state, batch, apply_r1)
       metrics['g_loss'] = jax.numpy.where(state.step == 4, jax.numpy.nan, metrics['g_loss'])
       return new_state, metrics
 
