@@ -5,9 +5,10 @@ r"""Times the compiled networks, one training iteration and sampling; prints a t
         --config.training.dtype=bfloat16 --json
 
 Timings are medians over ``--repeats`` calls after one warm-up call. The training iteration is
-two programs, with and without R1 (``steps.applies_r1``); each is compiled ahead of time, so
-compilation is timed on its own (``compile_s``, both together), and XLA's cost analysis gives
-their FLOPs. ``train_step_s`` and ``flops_per_iteration`` are means over one R1 period: one
+three programs (``steps.TrainStep``): the iteration, and the R1 terms it takes, computed at the
+iterations with R1 (``steps.applies_r1``) and zeros at the others. Each is compiled ahead of
+time, so compilation is timed on its own (``compile_s``, all three), and XLA's cost analysis
+gives their FLOPs. ``train_step_s`` and ``flops_per_iteration`` are means over one R1 period: one
 iteration with R1 and ``training.lazy_reg`` - 1 without. Everything runs on the default JAX
 backend with random weights and data; the work per call does not depend on the weights.
 ``--json`` prints one line with ``train_step_s``, ``train_img_s``, ``compile_s``,
@@ -25,6 +26,7 @@ from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec as P
 from ml_collections import config_flags
 
 from ddgan_jax import compilation
@@ -104,7 +106,7 @@ def run(config, batch: int, repeats: int) -> dict:
   t = jnp.zeros((batch,), jnp.int32)
   z = jax.random.normal(keys[1], (batch, config.model.nz))
   state = jax.jit(lambda r: train_state_lib.create_train_state(
-      r, config, generator, discriminator, batch))(keys[2])
+      r, config, generator, discriminator, batch), out_shardings=NamedSharding(mesh, P()))(keys[2])
   rows = []
 
   first, med = _time(jax.jit(generator.apply), state.generator_variables(), x, t, z,
@@ -114,31 +116,39 @@ def run(config, batch: int, repeats: int) -> dict:
                      repeats=repeats)
   rows.append(('discriminator forward', first, med, f'{1e3 * med / batch:.2f} ms/image'))
 
-  jitted = train.compile_train_step(
-      steps.make_train_step(config, generator, discriminator, schedule), mesh)
   batch_arrays = train.global_batch({'image': jnp.clip(x, -1, 1)}, mesh, batch)
-  holder = {'state': state}
+  lowerings = train.program_lowerings(
+      steps.make_train_step(config, generator, discriminator, schedule), mesh, state, batch_arrays)
   lazy_reg = config.training.lazy_reg
-  variants = (True,) if lazy_reg == 1 else (False, True)
-  compile_s, iteration_s, flops = {}, {}, {}
-  for apply_r1 in variants:
+  compiled, compile_s, program_flops = {}, 0.0, {}
+  for name, lower in lowerings.items():
     start = time.perf_counter()
-    compiled = jitted.lower(state, batch_arrays, apply_r1).compile()
-    compile_s[apply_r1] = time.perf_counter() - start
-    flops[apply_r1] = _flops(compiled)
+    compiled[name] = lower().compile()
+    compile_s += time.perf_counter() - start
+    program_flops[name] = _flops(compiled[name])
+  holder = {'state': state}
+  variants = (True,) if lazy_reg == 1 else (False, True)
+  iteration_s, flops = {}, {}
+  for apply_r1 in variants:
+    # Filling zeros is no arithmetic (XLA's cost analysis may give no figure for it).
+    parts = ('r1_step', 'iteration_step') if apply_r1 else ('iteration_step',)
+    flops[apply_r1] = (None if any(program_flops[p] is None for p in parts)
+                       else sum(program_flops[p] for p in parts))
 
-    def one_iteration(compiled=compiled):
-      holder['state'], metrics = compiled(holder['state'], batch_arrays)
+    def one_iteration(apply_r1=apply_r1):
+      state = holder['state']
+      r1 = (compiled['r1_step'](state, batch_arrays) if apply_r1
+            else compiled['zero_r1_step'](state))
+      holder['state'], metrics = compiled['iteration_step'](state, batch_arrays, r1)
       return metrics
 
     first, iteration_s[apply_r1] = _time(one_iteration, repeats=repeats)
-    rows.append((f'training iteration (D+G), {"with" if apply_r1 else "without"} R1',
-                 compile_s[apply_r1] + first, iteration_s[apply_r1],
-                 f'{batch / iteration_s[apply_r1]:.2f} images/s'))
+    rows.append((f'training iteration (D+G), {"with" if apply_r1 else "without"} R1', first,
+                 iteration_s[apply_r1], f'{batch / iteration_s[apply_r1]:.2f} images/s'))
   # Training runs lazy_reg - 1 iterations without R1 for each one with it.
   period_mean = lambda v: (v[True] + (lazy_reg - 1) * v.get(False, 0.0)) / lazy_reg
   train_s = period_mean(iteration_s)
-  rows.append((f'training iteration, mean with R1 every {lazy_reg}', sum(compile_s.values()),
+  rows.append((f'training iteration, mean with R1 every {lazy_reg}', compile_s,
                train_s, f'{batch / train_s:.2f} images/s'))
 
   variables = holder['state'].generator_variables(ema=True)
@@ -168,7 +178,7 @@ def run(config, batch: int, repeats: int) -> dict:
       'batch_size': batch,
       'train_step_s': train_s,
       'train_img_s': batch / train_s,
-      'compile_s': sum(compile_s.values()),
+      'compile_s': compile_s,
       'sample_s_per_100': per_100,
       'sample_s_batch1': batch1_s,
       'peak_memory_bytes': memory,
@@ -193,7 +203,7 @@ def main(argv):
     return
   print(f"\nBackend {result['backend']}, {result['device_count']} x {result['device_kind']}, "
         f"jax {result['jax_version']}, batch {FLAGS.batch_size}, dtype {result['dtype']}\n")
-  print('| what | first call (s, incl. compile) | median (s) | derived |')
+  print('| what | first call (s, incl. compile; training: the compile) | median (s) | derived |')
   print('|---|---|---|---|')
   for name, first, med, derived in rows:
     print(f'| {name} | {first:.2f} | {med:.3f} | {derived} |')

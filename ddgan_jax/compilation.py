@@ -64,3 +64,22 @@ class CompileCounter:
 
   def __exit__(self, *exc) -> None:
     jax.monitoring.unregister_event_duration_listener(self._listen)
+
+
+def compile_for_one_call(jitted, *args):
+  """Compiles a program that runs once per process (the state initialisation), with LLVM's
+  optimisations off on CPU.
+
+  On 2 CPU cores this halves the compile of the digits quickstart's initialisation (13 s to
+  7 s); it then runs in milliseconds either way. Its values can differ from the optimised
+  program's in the last bit (some truncated-normal initialisers).
+
+  Args:
+    jitted: a ``jax.jit``-wrapped function.
+    *args: its arguments (for the shapes).
+
+  Returns:
+    The compiled program, called with ``args``'s non-static arguments.
+  """
+  options = {'xla_backend_optimization_level': 0} if jax.default_backend() == 'cpu' else {}
+  return jitted.lower(*args).compile(compiler_options=options)

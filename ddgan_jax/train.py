@@ -1,14 +1,17 @@
 """The DDGAN training loop: sharding, metrics, sample grids, evaluation, checkpoints, preemption.
 
-One ``jax.jit`` of the whole iteration runs over a 1-D device mesh (axis 'data') spanning every
-process: the state is replicated, the global batch is split along its first axis and the state
-is donated. Since random numbers are drawn at the global batch shape, a run gives the same
-numbers on 1 device, 8 devices or several hosts, and a resumed run continues exactly as a
-straight one (state, RNG and data order all follow the step).
+The iteration's programs (``steps.TrainStep``) are compiled over a 1-D device mesh (axis 'data')
+spanning every process: the state is replicated, the global batch is split along its first axis
+and the state is donated. They compile in a thread while the state is built or restored. Since random numbers are drawn at the global batch shape, a run
+gives the same numbers on 1 device, 8 devices or several hosts, and a resumed run continues
+exactly as a straight one (state, RNG and data order all follow the step).
 """
 
+from collections.abc import Callable
+import concurrent.futures
 import signal
 import time
+from typing import Any
 
 from absl import logging
 from clu import metric_writers
@@ -21,6 +24,7 @@ import ml_collections
 import numpy as np
 
 from ddgan_jax import checkpoints
+from ddgan_jax import compilation
 from ddgan_jax import diffusion
 from ddgan_jax import input_pipeline
 from ddgan_jax import models
@@ -38,22 +42,88 @@ class NonFiniteLossError(FloatingPointError):
   """A loss became NaN or Inf; the run stopped without saving the bad state."""
 
 
-def compile_train_step(step_fn: steps.StepFn, mesh: Mesh) -> steps.StepFn:
-  """jits ``step_fn`` over ``mesh``: state replicated and donated, batch split over 'data', the
-  R1 flag static (two programs: with and without R1)."""
+def program_lowerings(
+    step: steps.TrainStep, mesh: Mesh, state: train_state_lib.TrainState, batch: steps.Batch
+) -> dict[str, Callable[[], jax.stages.Lowered]]:
+  """TrainStep field -> a function that traces and lowers that program (``compile_train_step``)."""
   replicated = NamedSharding(mesh, P())
   data = NamedSharding(mesh, P('data'))
-  return jax.jit(
-      step_fn,
-      in_shardings=(replicated, data),
-      out_shardings=(replicated, replicated),
-      static_argnums=2,
-      donate_argnums=0,
-  )
+  iteration = jax.jit(step.iteration_step, in_shardings=(replicated, data, replicated),
+                      out_shardings=(replicated, replicated), donate_argnums=0)
+  r1 = jax.jit(step.r1_step, in_shardings=(replicated, data), out_shardings=replicated)
+  zero_r1 = jax.jit(step.zero_r1_step, out_shardings=replicated)
+  return {
+      'iteration_step': lambda: iteration.lower(
+          state, batch, jax.eval_shape(step.zero_r1_step, state)),
+      'r1_step': lambda: r1.lower(state, batch),
+      'zero_r1_step': lambda: zero_r1.lower(state),
+  }
+
+
+def compile_train_step(
+    step: steps.TrainStep, mesh: Mesh, state: train_state_lib.TrainState, batch: steps.Batch
+) -> steps.TrainStep:
+  """Compiles the programs of ``step`` ahead of time over ``mesh``: state replicated (and donated
+  to the iteration), batch split over 'data', R1 terms replicated.
+
+  Args:
+    step: the uncompiled iteration (``steps.make_train_step``).
+    mesh: the 1-D device mesh (axis 'data').
+    state: a training state, or its abstract value (``abstract_train_state``). The programs take
+      states of exactly its tree structure, static optimisers included.
+    batch: a global batch, or {'image': jax.ShapeDtypeStruct} of the global batch's shape and
+      float32.
+
+  Returns:
+    A ``steps.TrainStep`` of compiled programs.
+  """
+  lowerings = program_lowerings(step, mesh, state, batch)
+  return steps.TrainStep(**{name: lower().compile() for name, lower in lowerings.items()})
+
+
+class _CompilingTrainStep:
+  """The training programs of ``compile_train_step``, compiling in two threads.
+
+  The iteration takes longest, so it is traced at once, before other Python work competes for
+  the interpreter, and compiles in one thread while the R1 programs are traced and compiled in
+  the other.
+  """
+
+  def __init__(self, step, mesh, state, batch):
+    lowerings = program_lowerings(step, mesh, state, batch)
+    iteration = lowerings.pop('iteration_step')()
+    pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix='compile_train_step')
+    self._futures = {'iteration_step': pool.submit(iteration.compile)}
+    for name, lower in lowerings.items():
+      self._futures[name] = pool.submit(lambda lower=lower: lower().compile())
+    pool.shutdown(wait=False)
+
+  def result(self) -> steps.TrainStep:
+    return steps.TrainStep(**{name: f.result() for name, f in self._futures.items()})
+
+
+def abstract_train_state(config, generator, discriminator, num_examples, mesh):
+  """The step-0 state's shapes, dtypes and (replicated) shardings, without computing it."""
+  replicated = NamedSharding(mesh, P())
+  abstract = jax.eval_shape(
+      lambda rng: train_state_lib.create_train_state(
+          rng, config, generator, discriminator, num_examples),
+      jax.random.PRNGKey(config.seed))
+  return jax.tree.map(
+      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated), abstract)
+
+
+def _compile_in_background(config, generator, discriminator, schedule, mesh, abstract_state):
+  """Lowers the training iteration and compiles the programs in threads; ``.result()`` gives the
+  TrainStep."""
+  batch = {'image': jax.ShapeDtypeStruct(
+      train_state_lib.data_shape(config, config.training.batch_size), np.float32)}
+  step = steps.make_train_step(config, generator, discriminator, schedule)
+  return _CompilingTrainStep(step, mesh, abstract_state, batch)
 
 
 def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh, per_host: int) -> dict:
-  """Assembles the processes' local batches into one global array split over 'data'."""
+  """Assembles the processes' local batches into one global float32 array split over 'data'."""
   images = local_batch['image']
   if images.shape[0] != per_host:
     raise ValueError(
@@ -61,7 +131,8 @@ def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh, per_host: int) 
         '(config.training.batch_size // process count).'
     )
   sharding = NamedSharding(mesh, P('data'))
-  return {'image': jax.make_array_from_process_local_data(sharding, np.asarray(images))}
+  return {'image': jax.make_array_from_process_local_data(
+      sharding, np.asarray(images, np.float32))}
 
 
 def summarize(pending: list[dict[str, jax.Array]], first_step: int) -> dict[str, float]:
@@ -133,20 +204,18 @@ class _SigtermFlag:
       signal.signal(signal.SIGTERM, self._previous)
 
 
-def _initial_state(config, generator, discriminator, num_examples, mesh, ckpt, latest):
-  """The step-0 state, or the newest readable checkpoint when ``latest`` is not None."""
-  replicated = NamedSharding(mesh, P())
-  create = lambda rng: train_state_lib.create_train_state(
-      rng, config, generator, discriminator, num_examples
-  )
-  rng = jax.random.PRNGKey(config.seed)
+def _initial_state(config, generator, discriminator, num_examples, mesh, ckpt, latest, abstract):
+  """The step-0 state, or the newest readable checkpoint when ``latest`` is not None, in the tree
+  structure of ``abstract`` (whose static optimisers the compiled programs were built with)."""
   if latest is None:
-    return jax.jit(create, out_shardings=replicated)(rng)
-  abstract = jax.eval_shape(create, rng)
-  target = jax.tree.map(
-      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated), abstract
-  )
-  return ckpt.restore_latest(target)
+    create = lambda rng: train_state_lib.create_train_state(
+        rng, config, generator, discriminator, num_examples)
+    rng = jax.random.PRNGKey(config.seed)
+    replicated = NamedSharding(mesh, P())
+    state = compilation.compile_for_one_call(jax.jit(create, out_shardings=replicated), rng)(rng)
+  else:
+    state = ckpt.restore_latest(abstract)
+  return jax.tree.unflatten(jax.tree.structure(abstract), jax.tree.leaves(state))
 
 
 def train_and_evaluate(
@@ -185,7 +254,14 @@ def train_and_evaluate(
   train_iter, num_examples = input_pipeline.create_dataset(
       config, start_step=latest or 0, **data_kwargs
   )
-  state = _initial_state(config, generator, discriminator, num_examples, mesh, ckpt, latest)
+  abstract_state = abstract_train_state(config, generator, discriminator, num_examples, mesh)
+  # The programs compile in threads while the state is built or restored.
+  compiling = None
+  if latest is None or latest < train_state_lib.total_steps(config, num_examples):
+    compiling = _compile_in_background(config, generator, discriminator, schedule, mesh,
+                                       abstract_state)
+  state = _initial_state(config, generator, discriminator, num_examples, mesh, ckpt, latest,
+                         abstract_state)
   start_step = int(jax.device_get(state.step))
   if latest is not None and start_step != latest:
     train_iter, num_examples = input_pipeline.create_dataset(
@@ -204,8 +280,8 @@ def train_and_evaluate(
     writer.flush()
     return state
 
-  train_step = compile_train_step(steps.make_train_step(config, generator, discriminator, schedule),
-                                  mesh)
+  train_step = (compiling or _compile_in_background(
+      config, generator, discriminator, schedule, mesh, abstract_state)).result()
   generate = sampling.make_generate_fn(config, generator, schedule, mesh)
   grid_rng = rng_lib.seed_stream(config.seed, 'grid')
   per_host = config.training.batch_size // jax.process_count()

@@ -26,6 +26,7 @@ def test_benchmark_figures_on_the_tiny_toy_config():
   # lazy_reg 2: the mean of one iteration without R1 and one with it.
   plain, with_r1 = (median for _, _, median, _ in result['rows'][2:4])
   assert abs(result['train_step_s'] - (plain + with_r1) / 2) < 1e-12
+  assert result['rows'][4][1] == result['compile_s']
   for field in _FIELDS:
     assert result[field] > 0, field
   assert abs(result['train_img_s'] * result['train_step_s'] - 16) < 1e-9

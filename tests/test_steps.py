@@ -241,9 +241,10 @@ def _run_steps(config, mesh, num):
       lambda r: train_state_lib.create_train_state(r, config, g, d, 1000),
       out_shardings=replicated,
   )(jax.random.PRNGKey(1))
-  step = train.compile_train_step(
-      steps.make_train_step(config, g, d, diffusion.schedule_from_config(config)), mesh)
   data = np.random.default_rng(0).normal(size=(num, 16, 2)).astype(np.float32)
+  step = train.compile_train_step(
+      steps.make_train_step(config, g, d, diffusion.schedule_from_config(config)), mesh, state,
+      train.global_batch({'image': data[0]}, mesh, 16))
   for i in range(num):
     state, metrics = step(state, train.global_batch({'image': data[i]}, mesh, 16),
                           steps.applies_r1(config, i))

@@ -1,5 +1,6 @@
 """The training loop: resume equals straight through, checkpoint fallback, NaN guard, preemption."""
 
+import dataclasses
 import os
 import pathlib
 import re
@@ -93,14 +94,14 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
   make = steps.make_train_step
 
   def make_poisoned(*args):
-    step_fn = make(*args)
+    step = make(*args)
 
-    def poisoned(state, batch, apply_r1):
-      new_state, metrics = step_fn(state, batch, apply_r1)
+    def iteration_step(state, batch, r1):
+      new_state, metrics = step.iteration_step(state, batch, r1)
       metrics['g_loss'] = jax.numpy.where(state.step == 4, jax.numpy.nan, metrics['g_loss'])
       return new_state, metrics
 
-    return poisoned
+    return dataclasses.replace(step, iteration_step=iteration_step)
 
   monkeypatch.setattr(steps, 'make_train_step', make_poisoned)
   with pytest.raises(train.NonFiniteLossError, match=r'g_loss is nan at training step 4.*step 3'):
