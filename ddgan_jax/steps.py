@@ -170,9 +170,10 @@ class Updates:
   Attributes:
     r1_terms: (state, x0, noise) -> R1Terms: R1 at the real pairs of a D step's draws, with its
       gradient, at the current D.
-    fakes: (state, x0, stacked noise) -> (K, B, ...) x' ~ q(x_t | x_{t+1}, G(x_{t+1}, t, z)) for
-      K D steps at once (each ``noise`` field with a leading axis K), no gradient. G does not
-      change during the D steps, so one batched forward serves all of them.
+    fakes: (state, x0, (noise_1, ..., noise_K)) -> K fakes (B, ...) x' ~ q(x_t | x_{t+1},
+      G(x_{t+1}, t, z)) for K D steps at once, no gradient. G does not change during the D
+      steps, so one forward over the K batches serves all of them (one per step with dropout,
+      whose keys are per step).
     d_update: (state, x0, noise, x_pos, r1) -> (state, metrics): one D step (Adam included) with
       the fakes ``x_pos`` (B, ...), its gradient plus ``r1.grads``; metrics d_loss (with
       ``r1.value``), d_loss_real, d_loss_fake, d_real, d_fake (mean logits), r1, r1_applied and
@@ -184,7 +185,7 @@ class Updates:
   """
 
   r1_terms: Callable[[TrainState, jax.Array, StepNoise], R1Terms]
-  fakes: Callable[[TrainState, jax.Array, StepNoise], jax.Array]
+  fakes: Callable[[TrainState, jax.Array, tuple[StepNoise, ...]], tuple[jax.Array, ...]]
   d_update: Callable[[TrainState, jax.Array, StepNoise, jax.Array, R1Terms],
                      tuple[TrainState, Metrics]]
   g_update: Callable[[TrainState, jax.Array, StepNoise], tuple[TrainState, Metrics]]
@@ -244,12 +245,24 @@ def make_updates(
     value, grads = jax.value_and_grad(r1_penalty)(state.d_params, x_t, noise.t, x_tp1)
     return R1Terms(value=value, grads=grads, applied=jnp.ones((), jnp.float32))
 
-  def fake(state: TrainState, x0: jax.Array, noise: StepNoise) -> jax.Array:
-    t = noise.t
-    _, x_tp1 = diffusion.q_pairs_from_noise(schedule, x0, t, noise.eps, noise.eps_next)
-    x0_pred = jax.lax.stop_gradient(
-        g_apply(state, state.g_params, x_tp1, t, noise.z, noise.dropout_rng))
-    return diffusion.posterior_from_noise(schedule, x0_pred, x_tp1, t, noise.posterior)
+  def fakes(state: TrainState, x0: jax.Array,
+            noises: tuple[StepNoise, ...]) -> tuple[jax.Array, ...]:
+    x_tp1 = [diffusion.q_pairs_from_noise(schedule, x0, n.t, n.eps, n.eps_next)[1]
+             for n in noises]
+    if use_dropout or len(noises) == 1:
+      x0_pred = [g_apply(state, state.g_params, x, n.t, n.z, n.dropout_rng)
+                 for x, n in zip(x_tp1, noises)]
+    else:
+      # One forward over (B, K) merged batch-major, so that a batch sharded over devices stays
+      # sharded (a K-major merge, as vmap makes, had every device compute every fake).
+      merge = lambda arrays: jnp.stack(arrays, axis=1).reshape((-1, *arrays[0].shape[1:]))
+      out = g_apply(state, state.g_params, merge(x_tp1), merge([n.t for n in noises]),
+                    merge([n.z for n in noises]), None)
+      out = out.reshape((x0.shape[0], len(noises), *x0.shape[1:]))
+      x0_pred = [out[:, k] for k in range(len(noises))]
+    return tuple(
+        diffusion.posterior_from_noise(schedule, jax.lax.stop_gradient(p), x, n.t, n.posterior)
+        for p, x, n in zip(x0_pred, x_tp1, noises))
 
   def d_update(state: TrainState, x0: jax.Array, noise: StepNoise, x_pos: jax.Array,
                r1: R1Terms):
@@ -291,15 +304,14 @@ def make_updates(
     )
     return new_state, metrics
 
-  return Updates(r1_terms=r1_terms, fakes=jax.vmap(fake, in_axes=(None, None, 0)),
-                 d_update=d_update, g_update=g_update)
+  return Updates(r1_terms=r1_terms, fakes=fakes, d_update=d_update, g_update=g_update)
 
 
 def _compose(updates: Updates, state: TrainState, x0: jax.Array, noise: IterationNoise,
              r1: R1Terms) -> tuple[TrainState, Metrics]:
   """The D steps (``r1`` joins the first) and the G step; the first D step's metrics."""
   d_noise = (noise.d, *noise.d_extra)
-  x_pos = updates.fakes(state, x0, jax.tree.map(lambda *a: jnp.stack(a), *d_noise))
+  x_pos = updates.fakes(state, x0, d_noise)
   for k, noise_k in enumerate(d_noise):
     state, d_metrics = updates.d_update(state, x0, noise_k, x_pos[k],
                                         r1 if k == 0 else no_r1(state.d_params))
@@ -345,13 +357,13 @@ def make_iteration(
 @dataclasses.dataclass(frozen=True)
 class TrainStep:
   """One training iteration, ``step(state, batch, apply_r1) -> (state, metrics)``, made of pure
-  programs that ``train.compile_train_step`` jits one by one.
+  programs that ``train.compile_train_step`` compiles one by one.
 
   ``iteration_step`` is the whole iteration, with the R1 terms as an input; ``r1_step`` computes
   them at the iterations with R1 and ``zero_r1_step`` gives zeros at the others. Compiling the
   R1 double backward on its own, instead of the whole iteration twice (with and without R1),
   compiles every network gradient once: on 2 CPU cores the digits quickstart's programs compile
-  in about half the time (BENCHMARKS.md), and both programs' steps run as fast as before.
+  in about half the time (BENCHMARKS.md), and a step runs as fast as before.
 
   Attributes:
     r1_step: (state, batch) -> R1Terms, from the first D step's draws.
