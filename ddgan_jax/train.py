@@ -2,9 +2,9 @@
 
 The iteration's programs (``steps.TrainStep``) are compiled over a 1-D device mesh (axis 'data')
 spanning every process: the state is replicated, the global batch is split along its first axis
-and the state is donated. They compile in a thread while the state is built or restored. Since random numbers are drawn at the global batch shape, a run
-gives the same numbers on 1 device, 8 devices or several hosts, and a resumed run continues
-exactly as a straight one (state, RNG and data order all follow the step).
+and the state is donated. They compile in two threads while the state is built or restored.
+Since random numbers are drawn at the global batch shape, a run gives the same numbers on 1
+device, 8 devices or several hosts, and a resumed run continues exactly as a straight one (state, RNG and data order all follow the step).
 """
 
 from collections.abc import Callable
