@@ -105,8 +105,8 @@ def run(config, batch: int, repeats: int) -> dict:
   x = jax.random.normal(keys[0], train_state_lib.data_shape(config, batch))
   t = jnp.zeros((batch,), jnp.int32)
   z = jax.random.normal(keys[1], (batch, config.model.nz))
-  state = jax.jit(lambda r: train_state_lib.create_train_state(
-      r, config, generator, discriminator, batch), out_shardings=NamedSharding(mesh, P()))(keys[2])
+  state = jax.jit(train_state_lib.state_initializer(config, generator, discriminator, batch),
+                  out_shardings=NamedSharding(mesh, P()))(keys[2])
   rows = []
 
   first, med = _time(jax.jit(generator.apply), state.generator_variables(), x, t, z,

@@ -234,8 +234,8 @@ def write_generator_checkpoint(
           f'{ckpt.directory} already holds checkpoints (newest step {ckpt.latest_step()}); '
           'convert into a new --workdir so that nothing is overwritten.')
     variables = generator_params_from_torch(state_dict, config)
-    state = jax.jit(lambda rng: train_state_lib.create_train_state(
-        rng, config, models.build_generator(config), models.build_discriminator(config), 1))(
+    state = jax.jit(train_state_lib.state_initializer(
+        config, models.build_generator(config), models.build_discriminator(config), 1))(
             jax.random.PRNGKey(config.seed))
     params = variables['params']
     state = state.replace(

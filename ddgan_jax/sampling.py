@@ -247,13 +247,7 @@ def restore_state(
   """
   generator = models.build_generator(config)
   discriminator = models.build_discriminator(config)
-  abstract = jax.eval_shape(
-      lambda rng: train_state_lib.create_train_state(rng, config, generator, discriminator, 1),
-      jax.random.PRNGKey(0),
-  )
-  replicated = NamedSharding(mesh, P())
-  target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
-                        abstract)
+  target = train_state_lib.abstract_train_state(config, generator, discriminator, 1, mesh)
   ckpt = checkpoints.from_config(workdir, config)
   try:
     if step is None:

@@ -69,8 +69,8 @@ def compile_train_step(
   Args:
     step: the uncompiled iteration (``steps.make_train_step``).
     mesh: the 1-D device mesh (axis 'data').
-    state: a training state, or its abstract value (``abstract_train_state``). The programs take
-      states of exactly its tree structure, static optimisers included.
+    state: a training state, or its abstract value (``train_state.abstract_train_state``). The
+      programs take states of exactly its tree structure, static optimisers included.
     batch: a global batch, or {'image': jax.ShapeDtypeStruct} of the global batch's shape and
       float32.
 
@@ -101,16 +101,12 @@ class _CompilingTrainStep:
   def result(self) -> steps.TrainStep:
     return steps.TrainStep(**{name: f.result() for name, f in self._futures.items()})
 
-
-def abstract_train_state(config, generator, discriminator, num_examples, mesh):
-  """The step-0 state's shapes, dtypes and (replicated) shardings, without computing it."""
-  replicated = NamedSharding(mesh, P())
-  abstract = jax.eval_shape(
-      lambda rng: train_state_lib.create_train_state(
-          rng, config, generator, discriminator, num_examples),
-      jax.random.PRNGKey(config.seed))
-  return jax.tree.map(
-      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated), abstract)
+  def close(self) -> None:
+    """Drops the programs: cancels the compilations not yet started and waits for the others,
+    so that none outlives a run that stops before its first step (XLA cannot stop one)."""
+    for future in self._futures.values():
+      future.cancel()
+    concurrent.futures.wait(self._futures.values())
 
 
 def _compile_in_background(config, generator, discriminator, schedule, mesh, abstract_state):
@@ -208,8 +204,7 @@ def _initial_state(config, generator, discriminator, num_examples, mesh, ckpt, l
   """The step-0 state, or the newest readable checkpoint when ``latest`` is not None, in the tree
   structure of ``abstract`` (whose static optimisers the compiled programs were built with)."""
   if latest is None:
-    create = lambda rng: train_state_lib.create_train_state(
-        rng, config, generator, discriminator, num_examples)
+    create = train_state_lib.state_initializer(config, generator, discriminator, num_examples)
     rng = jax.random.PRNGKey(config.seed)
     replicated = NamedSharding(mesh, P())
     state = compilation.compile_for_one_call(jax.jit(create, out_shardings=replicated), rng)(rng)
@@ -254,14 +249,20 @@ def train_and_evaluate(
   train_iter, num_examples = input_pipeline.create_dataset(
       config, start_step=latest or 0, **data_kwargs
   )
-  abstract_state = abstract_train_state(config, generator, discriminator, num_examples, mesh)
+  abstract_state = train_state_lib.abstract_train_state(
+      config, generator, discriminator, num_examples, mesh)
   # The programs compile in threads while the state is built or restored.
   compiling = None
   if latest is None or latest < train_state_lib.total_steps(config, num_examples):
     compiling = _compile_in_background(config, generator, discriminator, schedule, mesh,
                                        abstract_state)
-  state = _initial_state(config, generator, discriminator, num_examples, mesh, ckpt, latest,
-                         abstract_state)
+  try:
+    state = _initial_state(config, generator, discriminator, num_examples, mesh, ckpt, latest,
+                           abstract_state)
+  except BaseException:
+    if compiling:
+      compiling.close()
+    raise
   start_step = int(jax.device_get(state.step))
   if latest is not None and start_step != latest:
     train_iter, num_examples = input_pipeline.create_dataset(
@@ -276,6 +277,8 @@ def train_and_evaluate(
     logging.info('Resuming from the checkpoint at step %d in %s.', start_step, ckpt.directory)
   if start_step >= num_steps:
     logging.info('Already trained for %d >= %d steps; nothing to do.', start_step, num_steps)
+    if compiling:
+      compiling.close()
     ckpt.close()
     writer.flush()
     return state

@@ -1,5 +1,7 @@
 """DDGAN training state, the two Adam optimisers and the per-epoch cosine learning-rate schedule."""
 
+from collections.abc import Callable
+import functools
 import math
 from typing import Any
 
@@ -7,6 +9,7 @@ import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import ml_collections
 import optax
 
@@ -212,3 +215,41 @@ def create_train_state(
       g_lr=g_lr,
       d_lr=d_lr,
   )
+
+
+def state_initializer(
+    config: ml_collections.ConfigDict,
+    generator: nn.Module,
+    discriminator: nn.Module,
+    num_examples: int,
+) -> Callable[[jax.Array], TrainState]:
+  """``create_train_state`` with everything but the root key bound: ``rng -> TrainState``."""
+  return functools.partial(create_train_state, config=config, generator=generator,
+                           discriminator=discriminator, num_examples=num_examples)
+
+
+def abstract_train_state(
+    config: ml_collections.ConfigDict,
+    generator: nn.Module,
+    discriminator: nn.Module,
+    num_examples: int,
+    mesh: Mesh | None = None,
+) -> TrainState:
+  """The step-0 state's shapes and dtypes as ShapeDtypeStructs, computed without running it.
+
+  Args:
+    config: the full config.
+    generator: the generator module.
+    discriminator: the discriminator module.
+    num_examples: training-set size (it sets only the learning-rate schedule, not a shape).
+    mesh: when given, every leaf carries a sharding replicated over it, the layout that the
+      compiled programs and checkpoint restores use.
+
+  Returns:
+    A TrainState whose leaves are ``jax.ShapeDtypeStruct``s.
+  """
+  abstract = jax.eval_shape(state_initializer(config, generator, discriminator, num_examples),
+                            jax.random.PRNGKey(config.seed))
+  sharding = None if mesh is None else NamedSharding(mesh, P())
+  return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding),
+                      abstract)

@@ -36,9 +36,8 @@ def random_state(config) -> train_state_lib.TrainState:
 
   Initialising the networks compiles for a minute on a busy 2-core machine; numpy takes no time.
   """
-  abstract = jax.eval_shape(lambda rng: train_state_lib.create_train_state(
-      rng, config, models.build_generator(config), models.build_discriminator(config), 1),
-                            jax.random.PRNGKey(config.seed))
+  abstract = train_state_lib.abstract_train_state(
+      config, models.build_generator(config), models.build_discriminator(config), 1)
   rs = np.random.RandomState(config.seed)
 
   def fill(path, leaf):

@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import jax
@@ -84,6 +85,12 @@ def test_incompatible_checkpoints_give_clear_error_and_stay(straight):
     with pytest.raises(RuntimeError, match='None of the checkpoints.*could be restored'):
       train.train_and_evaluate(config, str(workdir))
     assert not saved.exists()
+    # The programs compiling meanwhile did not outlive the call (they would compile into the
+    # next test's compile counts).
+    for thread in threading.enumerate():
+      if thread.name.startswith('compile_train_step'):
+        thread.join(timeout=2.0)
+        assert not thread.is_alive(), 'a compilation outlived the failed run'
   finally:
     aside.rename(saved)
   assert sorted(p.name for p in (workdir / 'checkpoints').iterdir()) == before
