@@ -10,6 +10,10 @@ slower machine of 2026-12-03). The score of the EMA samples (1,000, digits class
     python -m ddgan_jax.main --config=configs/digits.py --workdir=/tmp/ddgan_digits
     python -m ddgan_jax.main --workdir=/tmp/ddgan_digits --mode=sample
     python -m ddgan_jax.main --workdir=/tmp/ddgan_digits --mode=eval
+
+Trained to 8,000 steps instead (--config.training.num_steps=8000; 53-58 minutes at the same
+speed), the same config scores 78.6% confident (ratio 0.82), classes 7.8-13.2%, Fréchet distance
+14 (README, "Longer training is what the quickstart lacks").
 """
 
 from configs import default
