@@ -133,18 +133,6 @@ def draw_iteration_noise(
                         d_extra=tuple(draw(key) for key in keys[2:]))
 
 
-def draw_first_d_step_noise(
-    rng: jax.Array,
-    schedule: diffusion.Schedule,
-    x0_shape: tuple[int, ...],
-    nz: int,
-    d_steps: int = 1,
-) -> StepNoise:
-  """``draw_iteration_noise(...).d`` alone, without the other steps' draws (R1 needs only it)."""
-  key = jax.random.split(rng, d_steps + 1)[0]
-  return _draw_step_noise(key, schedule.num_timesteps, x0_shape, nz)
-
-
 IterationFn = Callable[[TrainState, jax.Array, IterationNoise, bool], tuple[TrainState, Metrics]]
 
 
@@ -435,9 +423,7 @@ def make_train_step(
 
   def r1_step(state: TrainState, batch: Batch) -> R1Terms:
     x0 = real_batch(batch)
-    rng = jax.random.fold_in(state.rng, state.step)
-    return updates.r1_terms(
-        state, x0, draw_first_d_step_noise(rng, schedule, x0.shape, nz, d_steps))
+    return updates.r1_terms(state, x0, draws(state, x0).d)
 
   def zero_r1_step(state: TrainState) -> R1Terms:
     return no_r1(state.d_params)

@@ -140,8 +140,6 @@ def test_extra_d_steps_equal_successive_d_updates():
   noise = steps.draw_iteration_noise(rng, schedule, x0.shape, config.model.nz, d_steps=3)
   single = steps.draw_iteration_noise(rng, schedule, x0.shape, config.model.nz)
   tolerances.assert_trees_close((noise.d, noise.g), (single.d, single.g), 0.0, 'first draws')
-  first = steps.draw_first_d_step_noise(rng, schedule, x0.shape, config.model.nz, d_steps=3)
-  tolerances.assert_trees_close(first, noise.d, 0.0, "R1's draws")
   assert single.d_extra == () and len(noise.d_extra) == 2
   eps = [np.asarray(n.eps) for n in (noise.d, noise.g, *noise.d_extra)]
   assert all(not np.allclose(a, b) for i, a in enumerate(eps) for b in eps[i + 1:])
