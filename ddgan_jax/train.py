@@ -11,7 +11,6 @@ from collections.abc import Callable
 import concurrent.futures
 import signal
 import time
-from typing import Any
 
 from absl import logging
 from clu import metric_writers
