@@ -15,6 +15,10 @@ backend with random weights and data; the work per call does not depend on the w
 ``sample_s_per_100``, ``sample_s_batch1``, ``peak_memory_bytes`` (and where it was read: the
 device's allocator, or the host's peak RSS on CPU), ``flops_per_iteration`` and ``peak_fraction``
 (of the device's dense peak for the dtype; null where the peak is not in ``PEAK_FLOPS``).
+
+``--profile_dir=DIR`` also traces one R1 period of training iterations with ``jax.profiler`` into
+DIR (TensorBoard's profile plugin opens it) and prints where their time goes, grouped by XLA
+operation (``profile_table``); with ``--json`` the groups are the line's ``profile`` field.
 """
 
 import json
@@ -32,6 +36,7 @@ from ml_collections import config_flags
 from ddgan_jax import compilation
 from ddgan_jax import diffusion
 from ddgan_jax import models
+from ddgan_jax import profile_table
 from ddgan_jax import sampling
 from ddgan_jax import steps
 from ddgan_jax import train
@@ -44,6 +49,9 @@ flags.DEFINE_bool('json', False, 'Print one JSON line instead of the markdown ta
 flags.DEFINE_string('compilation_cache_dir', '',
                     "Persistent compilation cache; '' (the default here) compiles from scratch, "
                     'so that compile_s measures compilation.')
+flags.DEFINE_string('profile_dir', '',
+                    "Trace one R1 period of training iterations into this directory and print a "
+                    "table of where their time goes; '' (the default) traces nothing.")
 flags.mark_flags_as_required(['config'])
 FLAGS = flags.FLAGS
 
@@ -94,8 +102,25 @@ def _peak_memory() -> tuple[int, str]:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, 'host peak RSS'
 
 
-def run(config, batch: int, repeats: int) -> dict:
-  """Measures one config; returns the JSON figures plus 'rows' (name, first s, median s, note)."""
+def _profile(one_iteration, lazy_reg: int, profile_dir: str, untraced_s: float) -> dict:
+  """Traces one R1 period (the first iteration with R1) and groups its operations.
+
+  ``untraced_s`` is the iteration's mean time without the tracer, which slows the operations.
+  """
+  start = time.perf_counter()
+  with jax.profiler.trace(profile_dir):
+    for i in range(lazy_reg):
+      jax.block_until_ready(one_iteration(i == 0 or lazy_reg == 1))
+  traced_s = (time.perf_counter() - start) / lazy_reg
+  rows, ops = profile_table.op_table(profile_dir, lazy_reg)
+  return {'ops_per_iteration': ops, 'traced_s_per_iteration': traced_s,
+          'groups': [[r.name, r.calls, r.ms] for r in rows],
+          'table': profile_table.format_table(rows, ops, untraced_s, traced_s)}
+
+
+def run(config, batch: int, repeats: int, profile_dir: str = '') -> dict:
+  """Measures one config; returns the JSON figures plus 'rows' (name, first s, median s, note),
+  and 'profile' (``_profile``'s dict) when ``profile_dir`` is set."""
   config.training.batch_size = batch
   generator = models.build_generator(config)
   discriminator = models.build_discriminator(config)
@@ -127,6 +152,14 @@ def run(config, batch: int, repeats: int) -> dict:
     compile_s += time.perf_counter() - start
     program_flops[name] = _flops(compiled[name])
   holder = {'state': state}
+
+  def one_iteration(apply_r1: bool):
+    state = holder['state']
+    r1 = (compiled['r1_step'](state, batch_arrays) if apply_r1
+          else compiled['zero_r1_step'](state))
+    holder['state'], metrics = compiled['iteration_step'](state, batch_arrays, r1)
+    return metrics
+
   variants = (True,) if lazy_reg == 1 else (False, True)
   iteration_s, flops = {}, {}
   for apply_r1 in variants:
@@ -134,20 +167,13 @@ def run(config, batch: int, repeats: int) -> dict:
     parts = ('r1_step', 'iteration_step') if apply_r1 else ('iteration_step',)
     flops[apply_r1] = (None if any(program_flops[p] is None for p in parts)
                        else sum(program_flops[p] for p in parts))
-
-    def one_iteration(apply_r1=apply_r1):
-      state = holder['state']
-      r1 = (compiled['r1_step'](state, batch_arrays) if apply_r1
-            else compiled['zero_r1_step'](state))
-      holder['state'], metrics = compiled['iteration_step'](state, batch_arrays, r1)
-      return metrics
-
-    first, iteration_s[apply_r1] = _time(one_iteration, repeats=repeats)
+    first, iteration_s[apply_r1] = _time(one_iteration, apply_r1, repeats=repeats)
     rows.append((f'training iteration (D+G), {"with" if apply_r1 else "without"} R1', first,
                  iteration_s[apply_r1], f'{batch / iteration_s[apply_r1]:.2f} images/s'))
   # Training runs lazy_reg - 1 iterations without R1 for each one with it.
   period_mean = lambda v: (v[True] + (lazy_reg - 1) * v.get(False, 0.0)) / lazy_reg
   train_s = period_mean(iteration_s)
+  profile = _profile(one_iteration, lazy_reg, profile_dir, train_s) if profile_dir else None
   rows.append((f'training iteration, mean with R1 every {lazy_reg}', compile_s,
                train_s, f'{batch / train_s:.2f} images/s'))
 
@@ -187,6 +213,7 @@ def run(config, batch: int, repeats: int) -> dict:
       'peak_fraction': (flops / train_s / (peak * jax.device_count())
                         if flops and peak else None),
       'rows': rows,
+      **({'profile': profile} if profile else {}),
   }
 
 
@@ -196,8 +223,9 @@ def main(argv):
   if FLAGS.batch_size < 1 or FLAGS.repeats < 1:
     raise app.UsageError('--batch_size and --repeats must be positive.')
   compilation.enable_persistent_cache(FLAGS.compilation_cache_dir)
-  result = run(FLAGS.config, FLAGS.batch_size, FLAGS.repeats)
+  result = run(FLAGS.config, FLAGS.batch_size, FLAGS.repeats, FLAGS.profile_dir)
   rows = result.pop('rows')
+  table = result['profile'].pop('table') if 'profile' in result else None
   if FLAGS.json:
     print(json.dumps(result))
     return
@@ -211,6 +239,9 @@ def main(argv):
   print(f"\nTraining step: compiled in {result['compile_s']:.1f} s; "
         f"{flops / 1e9 if flops else float('nan'):.1f} GFLOP per iteration; peak memory "
         f"{result['peak_memory_bytes'] / 2**20:.0f} MiB ({result['peak_memory_source']}).")
+  if table:
+    print(f'\nWhere one R1 period of training iterations goes (trace in {FLAGS.profile_dir}):\n')
+    print(table)
 
 
 if __name__ == '__main__':

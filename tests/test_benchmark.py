@@ -5,7 +5,11 @@ import pathlib
 import subprocess
 import sys
 
+import jax
+import pytest
+
 from ddgan_jax import benchmark
+from ddgan_jax import profile_table
 from tests.configs import tiny
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -14,8 +18,8 @@ _FIELDS = ('train_step_s', 'train_img_s', 'compile_s', 'sample_s_per_100', 'samp
            'peak_memory_bytes', 'flops_per_iteration')
 
 
-def test_benchmark_figures_on_the_tiny_toy_config():
-  result = benchmark.run(tiny.get_config(), batch=16, repeats=2)
+def test_benchmark_figures_on_the_tiny_toy_config(tmp_path):
+  result = benchmark.run(tiny.get_config(), batch=16, repeats=2, profile_dir=str(tmp_path))
   names = [name for name, *_ in result['rows']]
   assert names == ['generator forward', 'discriminator forward',
                    'training iteration (D+G), without R1', 'training iteration (D+G), with R1',
@@ -31,6 +35,26 @@ def test_benchmark_figures_on_the_tiny_toy_config():
     assert result[field] > 0, field
   assert abs(result['train_img_s'] * result['train_step_s'] - 16) < 1e-9
   assert result['peak_fraction'] is None  # No peak is known for CPUs.
+  profile = result['profile']
+  assert list(tmp_path.glob('**/*.xplane.pb'))
+  groups = profile['groups']
+  assert profile['ops_per_iteration'] == sum(calls for _, calls, _ in groups) > 10
+  assert [ms for *_, ms in groups] == sorted((ms for *_, ms in groups), reverse=True)
+  assert groups[-1][2] >= 0 and profile['traced_s_per_iteration'] > 0
+  # Operations only: no executor wrappers, and names without their numeric suffix.
+  for name, _, _ in groups:
+    assert '::' not in name and not name[-1].isdigit(), name
+  assert profile['table'].splitlines()[2] == (
+      '| operation | per iteration | ms per iteration | share |')
+
+
+def test_profile_table_errors(tmp_path):
+  with pytest.raises(FileNotFoundError, match='No .xplane.pb trace'):
+    profile_table.op_table(str(tmp_path), 1)
+  with jax.profiler.trace(str(tmp_path)):
+    pass
+  with pytest.raises(ValueError, match='holds no XLA operations'):
+    profile_table.op_table(str(tmp_path), 1)
 
 
 def test_peak_flops_lookup():
