@@ -112,10 +112,10 @@ def _profile(one_iteration, lazy_reg: int, profile_dir: str, untraced_s: float) 
     for i in range(lazy_reg):
       jax.block_until_ready(one_iteration(i == 0 or lazy_reg == 1))
   traced_s = (time.perf_counter() - start) / lazy_reg
-  rows, ops = profile_table.op_table(profile_dir, lazy_reg)
-  return {'ops_per_iteration': ops, 'traced_s_per_iteration': traced_s,
+  rows = profile_table.op_table(profile_dir, lazy_reg)
+  return {'ops_per_iteration': sum(r.calls for r in rows), 'traced_s_per_iteration': traced_s,
           'groups': [[r.name, r.calls, r.ms] for r in rows],
-          'table': profile_table.format_table(rows, ops, untraced_s, traced_s)}
+          'table': profile_table.format_table(rows, untraced_s, traced_s)}
 
 
 def run(config, batch: int, repeats: int, profile_dir: str = '') -> dict:

@@ -15,8 +15,11 @@ import dataclasses
 import pathlib
 import re
 
-# Events on CPU threads that wrap or wait for operations rather than being operations.
-_WRAPPERS = ('ThunkExecutor', 'Await', 'end: ')
+
+def _is_operation(name: str) -> bool:
+  """False for the CPU events that wrap, wait for or mark the end of operations
+  (``ThunkExecutor::Execute``, ``SlinkyThreadPool::Await``, ``end: ynn_fusion``)."""
+  return bool(name) and '::' not in name and not name.startswith('end: ')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +64,7 @@ def _op_lines(space):
           for l in p.lines if l.name.startswith(('tf_XLAEigen', 'tf_XLAPjRtCpuClient'))]
 
 
-def op_table(trace_dir: str, iterations: int) -> tuple[list[OpRow], float]:
+def op_table(trace_dir: str, iterations: int) -> list[OpRow]:
   """Groups the operations of a trace of ``iterations`` calls.
 
   Args:
@@ -69,7 +72,7 @@ def op_table(trace_dir: str, iterations: int) -> tuple[list[OpRow], float]:
     iterations: how many calls of the program the trace holds.
 
   Returns:
-    (rows sorted by time, most first; operations per iteration).
+    Rows sorted by time, most first.
 
   Raises:
     FileNotFoundError: no trace under ``trace_dir``.
@@ -83,9 +86,7 @@ def op_table(trace_dir: str, iterations: int) -> tuple[list[OpRow], float]:
     outer_end = -1
     for event in sorted(line.events, key=lambda e: e.offset_ps):
       name = names.get(event.metadata_id, '')
-      if not name or name.startswith(_WRAPPERS) or '::' in name:
-        continue
-      if event.offset_ps < outer_end:
+      if not _is_operation(name) or event.offset_ps < outer_end:
         continue
       outer_end = event.offset_ps + event.duration_ps
       group = re.sub(r'\.\d+$', '', name)
@@ -93,24 +94,22 @@ def op_table(trace_dir: str, iterations: int) -> tuple[list[OpRow], float]:
       calls[group] += 1
   if not calls:
     raise ValueError(f'The trace under {trace_dir} holds no XLA operations.')
-  rows = [OpRow(name, calls[name] / iterations, 1e3 * s / iterations)
+  return [OpRow(name, calls[name] / iterations, 1e3 * s / iterations)
           for name, s in seconds.most_common()]
-  return rows, sum(calls.values()) / iterations
 
 
-def format_table(rows: list[OpRow], ops_per_iteration: float, wall_s: float, traced_s: float,
-                 top: int = 15) -> str:
+def format_table(rows: list[OpRow], wall_s: float, traced_s: float, top: int = 15) -> str:
   """A markdown table of the ``top`` groups, after a line with the totals.
 
   Args:
     rows: ``op_table``'s rows.
-    ops_per_iteration: ``op_table``'s count.
     wall_s: seconds per iteration without the tracer.
     traced_s: seconds per iteration while traced.
   """
   total_ms = sum(r.ms for r in rows)
+  ops_per_iteration = sum(r.calls for r in rows)
   lines = [f'{ops_per_iteration:,.0f} operations per iteration taking {total_ms:.1f} ms '
-           f'(summed over threads; {1e3 * total_ms / max(ops_per_iteration, 1):.1f} us each) '
+           f'(summed over threads; {1e3 * total_ms / ops_per_iteration:.1f} us each) '
            f'in an iteration of {1e3 * wall_s:.1f} ms ({1e3 * traced_s:.1f} ms while traced).',
            '', '| operation | per iteration | ms per iteration | share |', '|---|---|---|---|']
   for row in rows[:top]:
